@@ -1,0 +1,1 @@
+"""appyard: a self-hosted home for mobile app builds."""

@@ -1,0 +1,104 @@
+"""Request bodies of the management API, with the vendor's field names
+(../shared/specs/protection-management-api.txt). Unknown fields are ignored; strings are
+bounded and free of control characters, numbers are bounded, so bad input is a 400."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+
+def _printable(value: str) -> str:
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+Text = Annotated[str, StringConstraints(max_length=255), AfterValidator(_printable)]
+Path = Annotated[str, StringConstraints(max_length=1024), AfterValidator(_printable)]
+Secret = Annotated[str, StringConstraints(max_length=1024)]
+StartTime = Annotated[int, Field(ge=0, le=10**15)]
+Size = Annotated[int, Field(le=2**62)]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class Empty(Body):
+    pass
+
+
+class BuildsRequest(Body):
+    version: Text
+    page: int = 1  # bounds are core's rule (builds.history)
+    page_size: int = 6
+
+
+class UploadRequest(Body):
+    file_name: Text
+    platform: Text
+    version: Text
+    file_size: Size | None = None
+    signing_key_id: Text | None = None
+
+
+class PartIn(BaseModel):
+    PartNumber: int = Field(ge=1, le=10_000)
+    ETag: Text
+
+
+class CompleteRequest(Body):
+    file_path: Path
+    upload_id: Text
+    parts: list[PartIn] = Field(max_length=10_000)
+
+
+class AbortRequest(Body):
+    file_path: Path
+    upload_id: Text
+
+
+class NamedBuild(Body):
+    version: Text
+    platform: Text
+    start_time: StartTime
+    file_name: Text
+
+
+class DeleteApplication(Body):
+    application_id: Text
+
+
+class UploadSigningKey(Body):
+    key_name: Text
+    platform: Text
+    file_name: Text
+    password: Secret
+    alias: Text | None = None
+    file_size: Size | None = None
+    is_default: bool = False
+
+
+class SetDefaultKey(Body):
+    platform: Text
+    key_id: Text | None = None
+
+
+class KeyRef(Body):
+    key_id: Text
+
+
+class CodeSigningFile(Body):
+    file: Text
+    password: Secret
+    application_id: Text
+    platform: Text
+    alias: Text | None = None
+
+
+class SignBuild(Body):
+    platform: Text
+    name: Text
+    start_time: StartTime

@@ -1,0 +1,247 @@
+"""appyard's own API (``/appyard/v1``), used by the CLI and the portal. Its OpenAPI schema
+(``/appyard/v1/openapi.json``, docs at ``/appyard/v1/docs``) is its documentation.
+
+Sign in with ``POST /auth/login``: the answer sets the ``appyard_session`` cookie (which the
+store dialect's interactive endpoints accept too) and returns the session token for
+``Authorization: Bearer``. The store team's actions on versions live here, checked by role."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from appyard.api.deps import services, transaction
+from appyard.core import errors, identity, users, versions
+from appyard.core.context import Services
+from appyard.core.models import Actor, StoreIssue, TokenKind, Version, VersionEvent
+
+SESSION_COOKIE = "appyard_session"
+Svc = Annotated[Services, Depends(services)]
+
+
+def actor(request: Request, svc: Svc) -> Actor:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    value = value.strip()
+    with transaction(svc) as uow:
+        if scheme.lower() == "bearer" and ":" in value:
+            credential = identity.parse_key_pair(TokenKind.CI, value)
+            token = uow.tokens.get(credential.key_id) if credential else None
+            if credential is None or token is None:
+                raise errors.InvalidCredential("Invalid token.")
+            principal = identity.authenticate(
+                uow,
+                svc.clock,
+                identity.Credential(token.kind, credential.key_id, credential.secret),
+            )
+            return versions.actor_for_token(principal)
+        token_value = (
+            value if scheme.lower() == "bearer" and value else (request.cookies.get(SESSION_COOKIE))
+        )
+        if not token_value:
+            raise errors.InvalidCredential("Sign in first (POST /appyard/v1/auth/login).")
+        return users.from_session(uow, svc.clock, token=token_value)
+
+
+Caller = Annotated[Actor, Depends(actor)]
+
+
+class Login(BaseModel):
+    email: str
+    password: str
+
+
+class Rejection(BaseModel):
+    reason: str
+
+
+class Release(BaseModel):
+    countries: list[str]
+    vehicle_contexts: list[str] = Field(default_factory=list)
+    rollout_percentage: int = 100
+
+
+class Rollout(BaseModel):
+    rollout_percentage: int
+
+
+class Withdrawal(BaseModel):
+    reason: str = ""
+
+
+class NewIssue(BaseModel):
+    title: str
+    severity: str = "medium"
+
+
+def version_body(uow: Any, v: Version) -> dict[str, Any]:
+    count = versions.open_issue_count(uow, v)
+    return {
+        "id": v.id,
+        "tenant_id": v.tenant_id,
+        "app_id": v.app_id,
+        "build_id": v.build_id,
+        "version_code": v.version_code,
+        "version_name": v.version_name,
+        "status": v.status.value,
+        "open_issue_count": count,
+        "live_with_open_issues": v.status.value == "live" and count > 0,
+        "targets": {"countries": list(v.countries), "vehicle_contexts": list(v.vehicle_contexts)},
+        "rollout": {"percentage": v.rollout_percentage, "halted": v.rollout_halted},
+        "rejection_reason": v.rejection_reason,
+        "created_at": v.created_at.isoformat(),
+        "updated_at": v.updated_at.isoformat(),
+    }
+
+
+def event_body(e: VersionEvent) -> dict[str, Any]:
+    return {
+        "action": e.action,
+        "from": e.from_status,
+        "to": e.to_status,
+        "actor": e.actor,
+        "at": e.at.isoformat(),
+        "details": e.details,
+    }
+
+
+def issue_body(i: StoreIssue) -> dict[str, Any]:
+    return {
+        "id": i.id,
+        "version_id": i.version_id,
+        "title": i.title,
+        "severity": i.severity,
+        "status": i.status.value,
+        "created_by": i.created_by,
+        "created_at": i.created_at.isoformat(),
+        "resolved_at": i.resolved_at.isoformat() if i.resolved_at else None,
+    }
+
+
+def create_app(svc: Services) -> FastAPI:
+    app = FastAPI(
+        title="appyard native API", version="1", docs_url="/docs", openapi_url="/openapi.json"
+    )
+    app.state.services = svc
+
+    def handle(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, errors.AppyardError)
+        return JSONResponse({"error": exc.to_dict()}, status_code=exc.status)
+
+    app.add_exception_handler(errors.AppyardError, handle)
+
+    @app.post("/auth/login")
+    def login(body: Login, response: Response, svc: Svc) -> dict[str, Any]:
+        with transaction(svc) as uow:
+            user, token = users.login(uow, svc.clock, email=body.email, password=body.password)
+        response.set_cookie(
+            SESSION_COOKIE,
+            token,
+            httponly=True,
+            samesite="lax",
+            max_age=int(users.SESSION_TTL.total_seconds()),
+        )
+        return {
+            "token": token,
+            "user": {
+                "id": user.id,
+                "email": user.email,
+                "role": user.role.value,
+                "tenant_id": user.tenant_id,
+            },
+        }
+
+    @app.post("/auth/logout")
+    def logout(request: Request, response: Response, svc: Svc) -> dict[str, bool]:
+        token = request.cookies.get(SESSION_COOKIE)
+        if token:
+            with transaction(svc) as uow:
+                users.logout(uow, token=token)
+        response.delete_cookie(SESSION_COOKIE)
+        return {"signed_out": True}
+
+    @app.get("/versions/{version_id}")
+    def get_version(version_id: str, caller: Caller, svc: Svc) -> dict[str, Any]:
+        with transaction(svc) as uow:
+            v = versions.get(uow, caller, version_id=version_id)
+            return version_body(uow, v)
+
+    @app.get("/versions/{version_id}/history")
+    def get_history(version_id: str, caller: Caller, svc: Svc) -> list[dict[str, Any]]:
+        with transaction(svc) as uow:
+            return [event_body(e) for e in versions.history(uow, caller, version_id=version_id)]
+
+    @app.get("/versions/{version_id}/issues")
+    def get_issues(version_id: str, caller: Caller, svc: Svc) -> list[dict[str, Any]]:
+        with transaction(svc) as uow:
+            return [issue_body(i) for i in versions.issues(uow, caller, version_id=version_id)]
+
+    def act(caller: Actor, fn: Any, **kwargs: Any) -> dict[str, Any]:
+        with transaction(svc) as uow:
+            v = fn(uow, svc.clock, caller, **kwargs)
+            return version_body(uow, v)
+
+    @app.post("/versions/{version_id}/submit")
+    def submit(version_id: str, caller: Caller) -> dict[str, Any]:
+        return act(caller, versions.submit, version_id=version_id)
+
+    @app.post("/versions/{version_id}/approve")
+    def approve(version_id: str, caller: Caller) -> dict[str, Any]:
+        return act(caller, versions.approve, version_id=version_id)
+
+    @app.post("/versions/{version_id}/reject")
+    def reject(version_id: str, body: Rejection, caller: Caller) -> dict[str, Any]:
+        return act(caller, versions.reject, version_id=version_id, reason=body.reason)
+
+    @app.post("/versions/{version_id}/release")
+    def release(version_id: str, body: Release, caller: Caller) -> dict[str, Any]:
+        return act(
+            caller,
+            versions.release,
+            version_id=version_id,
+            countries=body.countries,
+            vehicle_contexts=body.vehicle_contexts,
+            rollout_percentage=body.rollout_percentage,
+        )
+
+    @app.post("/versions/{version_id}/rollout")
+    def rollout(version_id: str, body: Rollout, caller: Caller) -> dict[str, Any]:
+        return act(
+            caller, versions.set_rollout, version_id=version_id, percentage=body.rollout_percentage
+        )
+
+    @app.post("/versions/{version_id}/halt")
+    def halt(version_id: str, caller: Caller) -> dict[str, Any]:
+        return act(caller, versions.halt, version_id=version_id)
+
+    @app.post("/versions/{version_id}/resume")
+    def resume(version_id: str, caller: Caller) -> dict[str, Any]:
+        return act(caller, versions.resume, version_id=version_id)
+
+    @app.post("/versions/{version_id}/withdraw")
+    def withdraw(version_id: str, body: Withdrawal, caller: Caller) -> dict[str, Any]:
+        return act(caller, versions.withdraw, version_id=version_id, reason=body.reason)
+
+    @app.post("/versions/{version_id}/issues", status_code=201)
+    def file_issue(version_id: str, body: NewIssue, caller: Caller) -> dict[str, Any]:
+        with transaction(svc) as uow:
+            issue = versions.file_issue(
+                uow,
+                svc.clock,
+                caller,
+                version_id=version_id,
+                title=body.title,
+                severity=body.severity,
+            )
+        return issue_body(issue)
+
+    @app.post("/issues/{issue_id}/resolve")
+    def resolve(issue_id: str, caller: Caller) -> dict[str, Any]:
+        with transaction(svc) as uow:
+            issue = versions.resolve_issue(uow, svc.clock, caller, issue_id=issue_id)
+        return issue_body(issue)
+
+    return app

@@ -1,0 +1,81 @@
+"""create_app(settings) -> the ASGI app: the dialects at their vendor paths, the local blob
+store's signed URLs, and (embedded shape) the worker threads, started with the app."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from appyard.api.deps import transaction
+from appyard.api.dialects.automation.routes import create_app as automation_app
+from appyard.api.dialects.management.routes import create_app as management_app
+from appyard.api.dialects.store_ci.routes import create_app as store_ci_app
+from appyard.api.native.routes import create_app as native_app
+from appyard.backends.storage.local_http import blob_app
+from appyard.core import signing_keys, uploads
+from appyard.runtime import Runtime, build_runtime
+from appyard.settings import Settings
+from appyard.worker import Worker
+
+log = logging.getLogger("appyard")
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    runtime: Runtime | None = None,
+    start_worker: bool | None = None,
+) -> FastAPI:
+    if runtime is None:
+        runtime = build_runtime(settings or Settings())
+    svc = runtime.services
+    run_worker = runtime.settings.serve_runs_worker if start_worker is None else start_worker
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        worker = None
+        if run_worker:
+            worker = Worker(svc, concurrency=runtime.settings.worker_concurrency)
+            worker.start()
+        app.state.worker = worker
+        yield
+        if worker is not None:
+            worker.stop()
+
+    app = FastAPI(title="appyard", version="0.1.0", lifespan=lifespan)
+    app.state.services = svc
+    app.state.runtime = runtime
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    if runtime.local_store is not None:
+
+        def on_stored(key: str) -> None:
+            with transaction(svc) as uow:
+                job_id = uploads.notice_received(uow, svc.clock, svc.store, key=key)
+            if job_id:
+                svc.queue.notify(job_id)
+            if svc.box is not None:  # a signing-key file (management API) opens as it lands
+                with transaction(svc) as uow:
+                    signing_keys.notice_key_file(uow, svc.clock, svc.box, svc.store, upload_key=key)
+
+        app.mount("/_blob", blob_app(runtime.local_store, on_stored))
+    app.mount("/automate", automation_app(svc))
+    app.mount("/portal/api", store_ci_app(svc))
+    app.mount("/appyard/v1", native_app(svc))
+    app.mount("/frontend", management_app(svc))
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Factory for the ASGI server (Granian): settings from APPYARD_* variables."""
+    from appyard.logs import setup_logging
+
+    settings = Settings()
+    setup_logging(settings.log_level)
+    return create_app(settings)

@@ -1,0 +1,270 @@
+"""The schema, as SQLAlchemy Core tables. Alembic migrations (migrations/versions) create it;
+a test checks that upgrade-from-empty equals this metadata on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+TS = DateTime(timezone=True)
+
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("name", String(63), nullable=False, unique=True),
+    Column("plan", String(20), nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("concurrent_builds", Integer),
+    Column("weekly_builds", Integer),
+    Column("automation_keys", Integer),
+)
+
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False, index=True),
+    Column("kind", String(20), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("secret_hash", String(64), nullable=False),
+    Column("scopes", JSON, nullable=False),
+    Column("disabled", Boolean, nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("last_used_at", TS),
+)
+
+apps = Table(
+    "apps",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False),
+    Column("platform", String(10), nullable=False),
+    Column("identifier", String(255), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("created_at", TS, nullable=False),
+    UniqueConstraint("tenant_id", "platform", "identifier"),
+)
+
+builds = Table(
+    "builds",
+    metadata,
+    Column("id", String(20), primary_key=True),
+    Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False),
+    Column("start_time", BigInteger, nullable=False),
+    Column("app_id", String(40), ForeignKey("apps.id")),
+    Column("platform", String(10), nullable=False),
+    Column("config_version", String(20), nullable=False),
+    Column("file_name", String(255), nullable=False),
+    Column("source_key", String(1024), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("progress", String(40), nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("updated_at", TS, nullable=False),
+    Column("signing_key_id", String(64)),
+    Column("identifier", String(255)),
+    Column("version_code", String(64)),
+    Column("version_name", String(255)),
+    Column("size", BigInteger),
+    Column("sha256", String(64)),
+    Column("output_key", String(1024)),
+    Column("output_size", BigInteger),
+    Column("output_sha256", String(64)),
+    Column("error_message", Text),
+    Column("signed", Boolean, nullable=False),
+    Column("signing_error_message", Text),
+    Column("facts", JSON),
+    Column("deleted", Boolean, nullable=False),  # 0002
+    UniqueConstraint("tenant_id", "start_time"),
+    Index(None, "tenant_id", "status"),
+    Index(None, "tenant_id", "platform", "config_version", "created_at"),
+)
+
+uploads = Table(
+    "uploads",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False),
+    Column("build_id", String(20), ForeignKey("builds.id"), nullable=False, index=True),
+    Column("key", String(1024), nullable=False, unique=True),
+    Column("file_name", String(255), nullable=False),
+    Column("declared_size", BigInteger),
+    Column("multipart", Boolean, nullable=False),
+    Column("store_upload_id", String(255)),
+    Column("total_parts", Integer),
+    Column("chunk_size", BigInteger),
+    Column("state", String(20), nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("expires_at", TS, nullable=False),
+    Column("size", BigInteger),
+    Index(None, "state", "expires_at"),
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False),
+    Column("build_id", String(20), ForeignKey("builds.id"), nullable=False, index=True),
+    Column("kind", String(40), nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("updated_at", TS, nullable=False),
+    Column("lease_owner", String(100)),
+    Column("lease_until", TS),
+    Index(None, "state", "created_at"),
+)
+
+control_settings = Table(
+    "control_settings",
+    metadata,
+    Column("tenant_id", String(40), ForeignKey("tenants.id"), primary_key=True),
+    Column("platform", String(10), primary_key=True),
+    Column("config_version", String(20), primary_key=True),
+    Column("control_id", String(100), primary_key=True),
+    Column("enabled", Boolean, nullable=False),
+)
+
+findings = Table(
+    "findings",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("build_id", String(20), ForeignKey("builds.id"), nullable=False, index=True),
+    Column("code", String(100), nullable=False),
+    Column("severity", String(20), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("details", JSON, nullable=False),
+)
+
+# --- 0002: the store's release model ------------------------------------------------------------
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("email", String(255), nullable=False, unique=True),
+    Column("name", String(255), nullable=False),
+    Column("role", String(20), nullable=False),
+    Column("password_hash", String(255), nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("tenant_id", String(40), ForeignKey("tenants.id")),
+    Column("disabled", Boolean, nullable=False),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("user_id", String(40), ForeignKey("users.id"), nullable=False, index=True),
+    Column("created_at", TS, nullable=False),
+    Column("expires_at", TS, nullable=False),
+)
+
+versions = Table(
+    "versions",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False),
+    Column("app_id", String(40), ForeignKey("apps.id"), nullable=False, index=True),
+    Column("build_id", String(20), ForeignKey("builds.id"), nullable=False, unique=True),
+    Column("version_code", BigInteger, nullable=False),
+    Column("version_name", String(255), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("updated_at", TS, nullable=False),
+    Column("countries", JSON, nullable=False),
+    Column("vehicle_contexts", JSON, nullable=False),
+    Column("rollout_percentage", Integer, nullable=False),
+    Column("rollout_halted", Boolean, nullable=False),
+    Column("rejection_reason", Text),
+    Column("signer_sha256", String(64)),
+    UniqueConstraint("app_id", "version_code"),
+)
+
+validation_runs = Table(
+    "validation_runs",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("version_id", String(40), ForeignKey("versions.id"), nullable=False, index=True),
+    Column("build_id", String(20), ForeignKey("builds.id"), nullable=False, index=True),
+    Column("status", String(20), nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("finished_at", TS),
+)
+
+version_events = Table(
+    "version_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("version_id", String(40), ForeignKey("versions.id"), nullable=False, index=True),
+    Column("action", String(40), nullable=False),
+    Column("from_status", String(20)),
+    Column("to_status", String(20), nullable=False),
+    Column("actor", String(100), nullable=False),
+    Column("at", TS, nullable=False),
+    Column("details", JSON, nullable=False),
+)
+
+store_issues = Table(
+    "store_issues",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("version_id", String(40), ForeignKey("versions.id"), nullable=False, index=True),
+    Column("title", String(500), nullable=False),
+    Column("severity", String(20), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("created_by", String(100), nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("resolved_at", TS),
+)
+
+# --- 0003: managed signing keys ----------------------------------------------------------------
+
+signing_keys = Table(
+    "signing_keys",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False, index=True),
+    Column("name", String(255), nullable=False),
+    Column("platform", String(10), nullable=False),
+    Column("is_default", Boolean, nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("created_by", String(100), nullable=False),
+    Column("sealed_password", LargeBinary, nullable=False),
+    Column("alias", String(255)),
+    Column("sealed_key_password", LargeBinary),
+    Column("sealed_keystore", LargeBinary),
+    Column("cert_sha256", String(64)),
+    Column("subject", Text),
+    Column("not_after", TS),
+    Column("key_algorithm", String(10)),
+    Column("upload_key", String(1024), unique=True),
+    Column("error_message", Text),
+    Column("app_id", String(40)),  # 0002
+    Column("file_name", String(255)),  # 0002
+)

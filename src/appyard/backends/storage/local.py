@@ -1,0 +1,281 @@
+"""Local-disk blob store: a production backend for the embedded shape.
+
+Objects live under ``root/objects/<key>``; multipart parts under ``root/multipart/<id>/``.
+Keys are validated and every resolved path is kept under the root. Writes go to a temporary
+file in the same directory, are hashed (SHA-256) while they stream, and are published with an
+atomic rename, so nothing half-written is ever visible under its key.
+
+Signed URLs point at this server itself (``<public_url>/_blob/<token>``, served by
+``local_http.py``); a token is an HMAC-SHA256-signed, expiring description of one operation
+(put one object up to N bytes, put one part, get one object).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+import shutil
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from appyard.core import errors
+from appyard.core.models import Part
+from appyard.core.ports import BlobInfo
+
+_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._()+ \-]*(/[A-Za-z0-9_][A-Za-z0-9._()+ \-]*)*$")
+_UPLOAD_ID = re.compile(r"^[a-f0-9]{32}$")
+CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Grant:
+    """A verified signed-URL token."""
+
+    op: str  # "put" | "part" | "get"
+    key: str
+    max_size: int = 0
+    upload_id: str = ""
+    part_number: int = 0
+    file_name: str = ""
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def etag_of(sha256_hex: str) -> str:
+    return f'"{sha256_hex[:32]}"'
+
+
+class LocalBlobStore:
+    def __init__(self, root: Path, *, public_url: str, secret: bytes) -> None:
+        self.root = root.resolve()
+        self.objects = self.root / "objects"
+        self.multipart = self.root / "multipart"
+        self.objects.mkdir(parents=True, exist_ok=True)
+        self.multipart.mkdir(parents=True, exist_ok=True)
+        self.public_url = public_url.rstrip("/")
+        self._secret = hashlib.sha256(b"appyard-local-blob-url\0" + secret).digest()
+
+    # -- paths -------------------------------------------------------------------------------
+    def path(self, key: str) -> Path:
+        if not _KEY.match(key) or ".." in key.split("/") or len(key) > 1024:
+            raise errors.BadRequest(f"Invalid object key {key!r}.")
+        path = (self.objects / key).resolve()
+        if not path.is_relative_to(self.objects):
+            raise errors.BadRequest(f"Invalid object key {key!r}.")
+        return path
+
+    def _part_dir(self, upload_id: str) -> Path:
+        if not _UPLOAD_ID.match(upload_id):
+            raise errors.UploadNotFound("Unknown multipart upload.")
+        return self.multipart / upload_id
+
+    # -- signed URLs -------------------------------------------------------------------------
+    def _sign(self, payload: dict[str, Any], expires_in: int) -> str:
+        payload = {**payload, "x": int(time.time()) + expires_in}
+        body = _b64(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode())
+        mac = _b64(hmac.new(self._secret, body.encode(), hashlib.sha256).digest())
+        return f"{self.public_url}/_blob/{body}.{mac}"
+
+    def verify(self, token: str, *, now: float | None = None) -> Grant:
+        """The grant a token carries; SignedUrlInvalid when tampered with or expired."""
+        body, _, mac = token.partition(".")
+        try:
+            good = hmac.compare_digest(
+                _unb64(mac), hmac.new(self._secret, body.encode(), hashlib.sha256).digest()
+            )
+            payload = json.loads(_unb64(body)) if good else None
+        except (ValueError, TypeError):
+            payload = None
+        if not isinstance(payload, dict):
+            raise errors.SignedUrlInvalid("The signed URL is invalid.")
+        if int(payload.get("x", 0)) < (time.time() if now is None else now):
+            raise errors.SignedUrlInvalid("The signed URL has expired.")
+        return Grant(
+            op=str(payload["o"]),
+            key=str(payload["k"]),
+            max_size=int(payload.get("m", 0)),
+            upload_id=str(payload.get("u", "")),
+            part_number=int(payload.get("n", 0)),
+            file_name=str(payload.get("f", "")),
+        )
+
+    def presign_put(self, key: str, *, max_size: int, expires_in: int) -> str:
+        self.path(key)
+        return self._sign({"o": "put", "k": key, "m": max_size}, expires_in)
+
+    def presign_part(
+        self, key: str, upload_id: str, part_number: int, *, max_size: int, expires_in: int
+    ) -> str:
+        self._part_dir(upload_id)
+        payload = {"o": "part", "k": key, "u": upload_id, "n": part_number, "m": max_size}
+        return self._sign(payload, expires_in)
+
+    def presign_get(self, key: str, *, file_name: str, expires_in: int) -> str:
+        self.path(key)
+        return self._sign({"o": "get", "k": key, "f": file_name}, expires_in)
+
+    # -- writing -----------------------------------------------------------------------------
+    @contextmanager
+    def _atomic(self, final: Path) -> Iterator[tuple[BinaryIO, Path]]:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.parent / f".tmp-{secrets.token_hex(8)}"
+        try:
+            with open(tmp, "xb") as fh:
+                yield fh, tmp
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def write(self, key: str, chunks: Iterable[bytes]) -> BlobInfo:
+        final = self.path(key)
+        digest = hashlib.sha256()
+        size = 0
+        with self._atomic(final) as (fh, tmp):
+            for chunk in chunks:
+                digest.update(chunk)
+                fh.write(chunk)
+                size += len(chunk)
+            fh.flush()
+            os.replace(tmp, final)
+        return BlobInfo(
+            key=key, size=size, etag=etag_of(digest.hexdigest()), sha256=digest.hexdigest()
+        )
+
+    def adopt(self, key: str, path: Path) -> BlobInfo:
+        """Move a finished file into the store (same filesystem: a rename, no copy)."""
+        final = self.path(key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        size = path.stat().st_size
+        try:
+            os.link(path, final)
+        except FileExistsError:
+            raise errors.Conflict(f"An object already exists at {key!r}.") from None
+        except OSError:  # another filesystem: copy, then publish atomically
+            with open(path, "rb") as fh:
+                self.write(key, iter(lambda: fh.read(CHUNK), b""))
+        path.unlink(missing_ok=True)
+        return BlobInfo(key=key, size=size, etag=f'"{final.stat().st_ino:x}-{size:x}"')
+
+    def writer(self, key: str) -> StreamingWrite:
+        """An incremental writer for request bodies (see local_http); publish with commit()."""
+        return StreamingWrite(self.path(key))
+
+    def part_writer(self, upload_id: str, part_number: int) -> StreamingWrite:
+        folder = self._part_dir(upload_id)
+        if not folder.is_dir():
+            raise errors.UploadNotFound("The multipart upload does not exist or was aborted.")
+        return StreamingWrite(folder / f"{part_number:05d}.part", overwrite=True)
+
+    # -- multipart ---------------------------------------------------------------------------
+    def create_multipart(self, key: str) -> str:
+        self.path(key)
+        upload_id = secrets.token_hex(16)
+        self._part_dir(upload_id).mkdir()
+        return upload_id
+
+    def list_parts(self, key: str, upload_id: str) -> list[Part]:
+        folder = self._part_dir(upload_id)
+        if not folder.is_dir():
+            return []
+        parts = []
+        for meta in sorted(folder.glob("*.json")):
+            data = json.loads(meta.read_text())
+            parts.append(Part(number=int(data["n"]), size=int(data["size"]), etag=data["etag"]))
+        return parts
+
+    def complete_multipart(self, key: str, upload_id: str, parts: list[Part]) -> BlobInfo:
+        folder = self._part_dir(upload_id)
+        final = self.path(key)
+        size = 0
+        with self._atomic(final) as (out, tmp):
+            for part in parts:
+                with open(folder / f"{part.number:05d}.part", "rb") as src:
+                    remaining = os.fstat(src.fileno()).st_size
+                    while remaining > 0:
+                        sent = os.copy_file_range(src.fileno(), out.fileno(), remaining)
+                        if sent == 0:
+                            break
+                        remaining -= sent
+                        size += sent
+            out.flush()
+            os.replace(tmp, final)
+        shutil.rmtree(folder, ignore_errors=True)
+        return BlobInfo(key=key, size=size, etag=f'"{upload_id}-{len(parts)}"')
+
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        shutil.rmtree(self._part_dir(upload_id), ignore_errors=True)
+
+    # -- reading -----------------------------------------------------------------------------
+    def stat(self, key: str) -> BlobInfo | None:
+        try:
+            st = self.path(key).stat()
+        except FileNotFoundError:
+            return None
+        return BlobInfo(key=key, size=st.st_size, etag=f'"{st.st_ino:x}-{st.st_size:x}"')
+
+    @contextmanager
+    def open_read(self, key: str) -> Iterator[BinaryIO]:
+        try:
+            fh = open(self.path(key), "rb")
+        except FileNotFoundError:
+            raise errors.BlobNotFound(f"No object {key!r}.") from None
+        with fh:
+            yield fh
+
+    def delete(self, key: str) -> None:
+        self.path(key).unlink(missing_ok=True)
+
+
+class StreamingWrite:
+    """Bytes fed in pieces, hashed as they come, published atomically by :meth:`commit`."""
+
+    def __init__(self, final: Path, *, overwrite: bool = False) -> None:
+        self.final = final
+        self.overwrite = overwrite
+        final.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = final.parent / f".tmp-{secrets.token_hex(8)}"
+        self.fh: BinaryIO = open(self.tmp, "xb")
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def feed(self, chunk: bytes) -> None:
+        self.digest.update(chunk)
+        self.fh.write(chunk)
+        self.size += len(chunk)
+
+    def commit(self) -> BlobInfo:
+        """Publish; Conflict if the object exists and this writer may not overwrite it."""
+        self.fh.close()
+        sha = self.digest.hexdigest()
+        try:
+            if self.overwrite:
+                os.replace(self.tmp, self.final)
+            else:
+                os.link(self.tmp, self.final)  # fails if the key already holds an object
+        except FileExistsError:
+            raise errors.Conflict("An object was already uploaded to this URL.") from None
+        finally:
+            self.tmp.unlink(missing_ok=True)
+        if self.overwrite:  # parts: remember size and ETag beside the data
+            meta = self.final.with_suffix(".json")
+            number = int(self.final.stem)
+            meta.write_text(json.dumps({"n": number, "size": self.size, "etag": etag_of(sha)}))
+        return BlobInfo(key=self.final.name, size=self.size, etag=etag_of(sha), sha256=sha)
+
+    def discard(self) -> None:
+        self.fh.close()
+        self.tmp.unlink(missing_ok=True)

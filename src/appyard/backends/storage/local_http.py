@@ -1,0 +1,97 @@
+"""The HTTP side of the local blob store: the signed URLs it hands out are served here.
+
+``PUT /_blob/<token>`` streams a request body to disk (hashing as it goes, never holding it in
+memory), refusing more bytes than the token allows; ``GET /_blob/<token>`` serves an object
+with a file response (sendfile under Granian). Errors are ``{"error": "..."}``.
+"""
+
+from __future__ import annotations
+
+import logging
+import mimetypes
+from collections.abc import Callable
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from appyard.backends.storage.local import LocalBlobStore, StreamingWrite
+from appyard.core import errors
+
+log = logging.getLogger("appyard.blob")
+
+mimetypes.add_type("application/vnd.android.package-archive", ".apk")
+mimetypes.add_type("application/octet-stream", ".aab")
+mimetypes.add_type("application/octet-stream", ".ipa")
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def blob_app(store: LocalBlobStore, on_stored: Callable[[str], None]) -> Starlette:
+    """``on_stored(key)`` is called (in a worker thread) after a whole object is published."""
+
+    async def put(request: Request) -> Response:
+        try:
+            grant = store.verify(request.path_params["token"])
+            if grant.op not in ("put", "part"):
+                raise errors.SignedUrlInvalid("This signed URL is not for uploads.")
+            declared = request.headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > grant.max_size:
+                return _error(413, f"The body is larger than the {grant.max_size} bytes allowed.")
+            writer: StreamingWrite = (
+                store.writer(grant.key)
+                if grant.op == "put"
+                else store.part_writer(grant.upload_id, grant.part_number)
+            )
+            if grant.op == "put" and store.stat(grant.key) is not None:
+                writer.discard()
+                return _error(409, "An object was already uploaded to this URL.")
+        except errors.AppyardError as exc:
+            return _error(exc.status, exc.message)
+        try:
+            async for chunk in request.stream():
+                writer.feed(chunk)
+                if writer.size > grant.max_size:
+                    writer.discard()
+                    return _error(
+                        413, f"The body is larger than the {grant.max_size} bytes allowed."
+                    )
+            info = writer.commit()
+        except errors.AppyardError as exc:
+            writer.discard()
+            return _error(exc.status, exc.message)
+        except BaseException:
+            writer.discard()
+            raise
+        if grant.op == "put":
+            log.info("blob.stored bytes=%d", info.size)
+            await run_in_threadpool(on_stored, grant.key)
+        return Response(status_code=200, headers={"ETag": info.etag})
+
+    async def get(request: Request) -> Response:
+        try:
+            grant = store.verify(request.path_params["token"])
+            if grant.op != "get":
+                raise errors.SignedUrlInvalid("This signed URL is not for downloads.")
+            path = store.path(grant.key)
+        except errors.AppyardError as exc:
+            return _error(exc.status, exc.message)
+        if not path.is_file():
+            return _error(404, "The object does not exist.")
+        media = mimetypes.guess_type(grant.file_name)[0] or "application/octet-stream"
+        return FileResponse(path, filename=grant.file_name, media_type=media)
+
+    async def other(request: Request) -> Response:
+        return _error(405, "Method not allowed.")
+
+    return Starlette(
+        routes=[
+            Route("/{token}", put, methods=["PUT"]),
+            Route("/{token}", get, methods=["GET", "HEAD"]),
+            Route("/{token}", other, methods=["POST", "DELETE", "PATCH"]),
+        ]
+    )

@@ -1,0 +1,3 @@
+from appyard.cli.main import main
+
+main()

@@ -1,0 +1,632 @@
+"""``appyard admin``: operator commands that scripts can drive (``--json``).
+
+They work on the database directly, so they run while the server runs (SQLite in WAL mode
+lets both write)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from appyard.api.deps import transaction
+from appyard.cli.common import runtime_from
+from appyard.core import controls, errors, identity, signing_keys, tenants, users, versions
+from appyard.core.crypto import SecretBox
+from appyard.core.models import (
+    Actor,
+    ConfigVersion,
+    LimitOverrides,
+    Plan,
+    Platform,
+    Role,
+    SigningKey,
+    StoreIssue,
+    TokenKind,
+)
+from appyard.core.ports import UnitOfWork
+from appyard.core.uploads import parse_platform, parse_version
+from appyard.signing.keystore import MAX_KEYSTORE_BYTES
+
+app = typer.Typer(help="Operator commands: tenants, keys, limits, controls.", no_args_is_help=True)
+out = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
+
+
+def _run(ctx: typer.Context, fn: Callable[[UnitOfWork, Any], T]) -> T:
+    runtime = runtime_from(ctx)
+    try:
+        with transaction(runtime.services) as uow:
+            return fn(uow, runtime.services.clock)
+    except errors.AppyardError as exc:
+        err.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(2) from None
+
+
+def _emit(as_json: bool, data: dict[str, Any] | list[Any], text: str) -> None:
+    if as_json:
+        typer.echo(json.dumps(data, indent=2, default=str))
+    else:
+        out.print(text)
+
+
+@app.command("create-tenant")
+def create_tenant(
+    ctx: typer.Context,
+    name: str,
+    plan: Annotated[Plan, typer.Option(help="free, team or enterprise")] = Plan.TEAM,
+    as_json: JsonFlag = False,
+) -> None:
+    """Create a tenant (organization/workspace) on a plan."""
+    tenant = _run(ctx, lambda uow, clock: tenants.create(uow, clock, name=name, plan=plan))
+    _emit(
+        as_json,
+        {"id": tenant.id, "name": tenant.name, "plan": tenant.plan.value},
+        f"created tenant {tenant.name} ({tenant.id}) on the {tenant.plan.value} plan",
+    )
+
+
+@app.command("list-tenants")
+def list_tenants(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """List tenants with their plan and effective limits."""
+    rows = _run(ctx, lambda uow, clock: uow.tenants.list())
+    if as_json:
+        data = [
+            {"id": t.id, "name": t.name, "plan": t.plan.value, "limits": vars(tenants.limits(t))}
+            for t in rows
+        ]
+        typer.echo(json.dumps(data, indent=2))
+        return
+    table = Table("id", "name", "plan", "concurrent", "weekly")
+    for t in rows:
+        limits = tenants.limits(t)
+        table.add_row(
+            t.id, t.name, t.plan.value, str(limits.concurrent_builds), str(limits.weekly_builds)
+        )
+    out.print(table)
+
+
+@app.command("create-key")
+def create_key(
+    ctx: typer.Context,
+    tenant: Annotated[str, typer.Option(help="tenant name")],
+    kind: Annotated[
+        TokenKind, typer.Option(help="automation, ci, management, app, service-account")
+    ] = TokenKind.AUTOMATION,
+    name: Annotated[str, typer.Option(help="a label for the key")] = "",
+    as_json: JsonFlag = False,
+) -> None:
+    """Create a key and print its raw value ONCE (key_id:key_secret); only a hash is kept."""
+
+    def make(uow: UnitOfWork, clock: Any) -> identity.IssuedToken:
+        t = tenants.by_name(uow, name=tenant)
+        return identity.create_token(uow, clock, tenant_id=t.id, kind=kind, name=name)
+
+    issued = _run(ctx, make)
+    data = {
+        "key_id": issued.token.id,
+        "key": issued.raw,
+        "kind": kind.value,
+        "tenant": tenant,
+        "name": issued.token.name,
+    }
+    _emit(
+        as_json,
+        data,
+        f"key {issued.token.id} ({kind.value}) for {tenant}:\n{issued.raw}\n"
+        "Store it now: the secret is not shown again.",
+    )
+
+
+@app.command("list-keys")
+def list_keys(
+    ctx: typer.Context,
+    tenant: Annotated[str, typer.Option(help="tenant name")],
+    as_json: JsonFlag = False,
+) -> None:
+    """List a tenant's keys (never their secrets)."""
+
+    def fetch(uow: UnitOfWork, clock: Any) -> list[dict[str, Any]]:
+        t = tenants.by_name(uow, name=tenant)
+        return [
+            {
+                "key_id": k.id,
+                "kind": k.kind.value,
+                "name": k.name,
+                "disabled": k.disabled,
+                "created_at": k.created_at.isoformat(),
+                "last_used_at": k.last_used_at.isoformat() if k.last_used_at else None,
+            }
+            for k in identity.list_tokens(uow, tenant_id=t.id)
+        ]
+
+    data = _run(ctx, fetch)
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    table = Table("key_id", "kind", "name", "disabled", "last used")
+    for d in data:
+        table.add_row(
+            d["key_id"], d["kind"], d["name"], str(d["disabled"]), d["last_used_at"] or "-"
+        )
+    out.print(table)
+
+
+@app.command("disable-key")
+def disable_key(ctx: typer.Context, key_id: str, as_json: JsonFlag = False) -> None:
+    """Disable a key; requests with it are refused at once."""
+    token = _run(ctx, lambda uow, clock: identity.disable_token(uow, token_id=key_id))
+    _emit(as_json, {"key_id": token.id, "disabled": True}, f"disabled key {token.id}")
+
+
+@app.command("set-limits")
+def set_limits(
+    ctx: typer.Context,
+    tenant: Annotated[str, typer.Option(help="tenant name")],
+    plan: Annotated[Plan | None, typer.Option(help="change the plan")] = None,
+    concurrent_builds: Annotated[int | None, typer.Option(help="0 = unlimited")] = None,
+    weekly_builds: Annotated[
+        int | None,
+        typer.Option(help="per platform and configuration version over 7 days; 0 = unlimited"),
+    ] = None,
+    automation_keys: Annotated[int | None, typer.Option()] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Change a tenant's plan and per-tenant limit overrides."""
+
+    def change(uow: UnitOfWork, clock: Any) -> dict[str, Any]:
+        t = tenants.by_name(uow, name=tenant)
+        if plan is not None:
+            t = tenants.set_plan(uow, tenant_id=t.id, plan=plan)
+        t = tenants.set_limits(
+            uow,
+            tenant_id=t.id,
+            overrides=LimitOverrides(
+                concurrent_builds=concurrent_builds,
+                weekly_builds=weekly_builds,
+                automation_keys=automation_keys,
+            ),
+        )
+        return {"tenant": t.name, "plan": t.plan.value, "limits": vars(tenants.limits(t))}
+
+    data = _run(ctx, change)
+    _emit(as_json, data, f"{data['tenant']}: plan {data['plan']}, limits {data['limits']}")
+
+
+@app.command("list-controls")
+def list_controls(
+    ctx: typer.Context,
+    tenant: Annotated[str | None, typer.Option(help="show what this tenant has enabled")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """The control catalog, with each control's default (or a tenant's) enabled versions."""
+
+    def fetch(uow: UnitOfWork, clock: Any) -> list[dict[str, Any]]:
+        t = tenants.by_name(uow, name=tenant) if tenant else None
+        rows = []
+        for spec in controls.catalog():
+            enabled: dict[str, list[str]] = {}
+            for platform in spec.platforms:
+                versions = []
+                for version in ConfigVersion:
+                    on = (
+                        spec.id
+                        in controls.enabled(uow, tenant_id=t.id, platform=platform, version=version)
+                        if t
+                        else version in spec.default_versions
+                    )
+                    if on:
+                        versions.append(version.value)
+                enabled[platform.value] = versions
+            rows.append(
+                {
+                    "id": spec.id,
+                    "kind": spec.kind,
+                    "title": spec.title,
+                    "platforms": [p.value for p in spec.platforms],
+                    "enabled": enabled,
+                }
+            )
+        return rows
+
+    data = _run(ctx, fetch)
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    table = Table("id", "kind", "platforms", "enabled for", "title")
+    for d in data:
+        on = "; ".join(f"{p}: {','.join(v) or '-'}" for p, v in d["enabled"].items())
+        table.add_row(d["id"], d["kind"], ",".join(d["platforms"]), on, d["title"])
+    out.print(table)
+
+
+def _split(values: list[str]) -> list[str]:
+    return [v.strip() for value in values for v in value.split(",") if v.strip()]
+
+
+@app.command("set-controls")
+def set_controls(
+    ctx: typer.Context,
+    tenant: Annotated[str, typer.Option(help="tenant name")],
+    platform: Annotated[str, typer.Option(help="android or ios")],
+    version: Annotated[str, typer.Option(help="dev|development|stg|staging|prod|production")],
+    enable: Annotated[
+        list[str] | None,
+        typer.Option(help="control id; repeat the flag or separate ids with commas"),
+    ] = None,
+    disable: Annotated[
+        list[str] | None,
+        typer.Option(help="control id; repeat the flag or separate ids with commas"),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Enable or disable controls for a tenant, platform and configuration version."""
+
+    def change(uow: UnitOfWork, clock: Any) -> tuple[Platform, ConfigVersion, list[str]]:
+        plat, ver = parse_platform(platform), parse_version(version)
+        t = tenants.by_name(uow, name=tenant)
+        return (
+            plat,
+            ver,
+            controls.set_controls(
+                uow,
+                tenant_id=t.id,
+                platform=plat,
+                version=ver,
+                enable=_split(enable or []),
+                disable=_split(disable or []),
+            ),
+        )
+
+    plat, ver, enabled = _run(ctx, change)
+    _emit(
+        as_json,
+        {"tenant": tenant, "platform": plat.value, "version": ver.value, "enabled": enabled},
+        f"{tenant} {plat.value}/{ver.value}: {', '.join(enabled) or 'no controls'} enabled",
+    )
+
+
+# --- people and the store team's actions --------------------------------------------------------
+
+
+@app.command("create-user")
+def create_user(
+    ctx: typer.Context,
+    email: str,
+    role: Annotated[Role, typer.Option(help="store-admin, store-reviewer or developer")],
+    password_env: Annotated[str, typer.Option(help="environment variable holding the password")],
+    tenant: Annotated[str | None, typer.Option(help="the developer's tenant")] = None,
+    name: Annotated[str, typer.Option()] = "",
+    as_json: JsonFlag = False,
+) -> None:
+    """Create a portal user (the password is read from an environment variable)."""
+    password = os.environ.get(password_env, "")
+    if not password:
+        err.print(f"[red]error:[/red] ${password_env} is empty or unset.")
+        raise typer.Exit(2)
+    user = _run(
+        ctx,
+        lambda uow, clock: users.create(
+            uow, clock, email=email, name=name, role=role, password=password, tenant_name=tenant
+        ),
+    )
+    _emit(
+        as_json,
+        {"id": user.id, "email": user.email, "role": user.role.value, "tenant_id": user.tenant_id},
+        f"created {user.role.value} {user.email} ({user.id})",
+    )
+
+
+OPERATOR = Actor(id="operator", kind="user", role=Role.STORE_ADMIN, tenant_id=None)
+version_app = typer.Typer(
+    help="The store team's actions on versions (as a store admin).", no_args_is_help=True
+)
+app.add_typer(version_app, name="version")
+
+
+def _act(ctx: typer.Context, as_json: bool, fn: Callable[..., Any], **kwargs: Any) -> None:
+    def run(uow: UnitOfWork, clock: Any) -> dict[str, Any]:
+        result = fn(uow, clock, OPERATOR, **kwargs)
+        if isinstance(result, StoreIssue):
+            return {"id": result.id, "title": result.title, "status": result.status.value}
+        version = versions.get(uow, OPERATOR, version_id=result.id)
+        return {
+            "id": version.id,
+            "status": version.status.value,
+            "countries": list(version.countries),
+            "vehicle_contexts": list(version.vehicle_contexts),
+            "rollout_percentage": version.rollout_percentage,
+            "rollout_halted": version.rollout_halted,
+            "open_issue_count": versions.open_issue_count(uow, version),
+        }
+
+    data = _run(ctx, run)
+    _emit(as_json, data, json.dumps(data))
+
+
+VersionId = Annotated[str, typer.Argument(help="version id")]
+
+
+@version_app.command("show")
+def version_show(ctx: typer.Context, version_id: VersionId, as_json: JsonFlag = False) -> None:
+    """A version with its history."""
+
+    def fetch(uow: UnitOfWork, clock: Any) -> dict[str, Any]:
+        v = versions.get(uow, OPERATOR, version_id=version_id)
+        return {
+            "id": v.id,
+            "status": v.status.value,
+            "version_code": v.version_code,
+            "history": [
+                {
+                    "action": e.action,
+                    "from": e.from_status,
+                    "to": e.to_status,
+                    "actor": e.actor,
+                    "at": e.at.isoformat(),
+                }
+                for e in versions.history(uow, OPERATOR, version_id=v.id)
+            ],
+        }
+
+    data = _run(ctx, fetch)
+    _emit(as_json, data, json.dumps(data, indent=2))
+
+
+@version_app.command("submit")
+def version_submit(ctx: typer.Context, version_id: VersionId, as_json: JsonFlag = False) -> None:
+    _act(ctx, as_json, versions.submit, version_id=version_id)
+
+
+@version_app.command("approve")
+def version_approve(ctx: typer.Context, version_id: VersionId, as_json: JsonFlag = False) -> None:
+    _act(ctx, as_json, versions.approve, version_id=version_id)
+
+
+@version_app.command("reject")
+def version_reject(
+    ctx: typer.Context,
+    version_id: VersionId,
+    reason: Annotated[str, typer.Option()],
+    as_json: JsonFlag = False,
+) -> None:
+    _act(ctx, as_json, versions.reject, version_id=version_id, reason=reason)
+
+
+@version_app.command("release")
+def version_release(
+    ctx: typer.Context,
+    version_id: VersionId,
+    countries: Annotated[str, typer.Option(help="ISO 3166-1 alpha-2, comma separated")],
+    vehicle_contexts: Annotated[str, typer.Option(help="comma separated")] = "",
+    rollout: Annotated[int, typer.Option(help="rollout percentage")] = 100,
+    as_json: JsonFlag = False,
+) -> None:
+    _act(
+        ctx,
+        as_json,
+        versions.release,
+        version_id=version_id,
+        countries=_split([countries]),
+        vehicle_contexts=_split([vehicle_contexts]),
+        rollout_percentage=rollout,
+    )
+
+
+@version_app.command("rollout")
+def version_rollout(
+    ctx: typer.Context,
+    version_id: VersionId,
+    percentage: Annotated[int, typer.Option()],
+    as_json: JsonFlag = False,
+) -> None:
+    _act(ctx, as_json, versions.set_rollout, version_id=version_id, percentage=percentage)
+
+
+@version_app.command("halt")
+def version_halt(ctx: typer.Context, version_id: VersionId, as_json: JsonFlag = False) -> None:
+    _act(ctx, as_json, versions.halt, version_id=version_id)
+
+
+@version_app.command("resume")
+def version_resume(ctx: typer.Context, version_id: VersionId, as_json: JsonFlag = False) -> None:
+    _act(ctx, as_json, versions.resume, version_id=version_id)
+
+
+@version_app.command("withdraw")
+def version_withdraw(
+    ctx: typer.Context,
+    version_id: VersionId,
+    reason: Annotated[str, typer.Option()] = "",
+    as_json: JsonFlag = False,
+) -> None:
+    _act(ctx, as_json, versions.withdraw, version_id=version_id, reason=reason)
+
+
+@version_app.command("file-issue")
+def version_file_issue(
+    ctx: typer.Context,
+    version_id: VersionId,
+    title: Annotated[str, typer.Option()],
+    severity: Annotated[str, typer.Option(help="low, medium, high, critical")] = "medium",
+    as_json: JsonFlag = False,
+) -> None:
+    _act(ctx, as_json, versions.file_issue, version_id=version_id, title=title, severity=severity)
+
+
+@version_app.command("resolve-issue")
+def version_resolve_issue(ctx: typer.Context, issue_id: str, as_json: JsonFlag = False) -> None:
+    _act(ctx, as_json, versions.resolve_issue, issue_id=issue_id)
+
+
+# --- managed signing keys and the master key ----------------------------------------------------
+
+
+def _key_body(key: SigningKey) -> dict[str, Any]:
+    return {
+        "id": key.id,
+        "name": key.name,
+        "platform": key.platform.value,
+        "default": key.is_default,
+        "state": key.state.value,
+        "alias": key.alias,
+        "cert_sha256": key.cert_sha256,
+        "subject": key.subject,
+        "not_after": key.not_after.isoformat() if key.not_after else None,
+        "error": key.error_message,
+    }
+
+
+@app.command("add-signing-key")
+def add_signing_key(
+    ctx: typer.Context,
+    tenant: Annotated[str, typer.Option(help="tenant name")],
+    name: Annotated[str, typer.Option(help="display name")],
+    keystore: Annotated[Path, typer.Option(help="JKS, PKCS#12 or PEM (key + certificates)")],
+    password_env: Annotated[str, typer.Option(help="variable holding the store password")],
+    platform: Annotated[str, typer.Option(help="android or ios")] = "android",
+    alias: Annotated[str | None, typer.Option(help="key alias (optional with one key)")] = None,
+    key_password_env: Annotated[
+        str | None, typer.Option(help="variable holding the key password, when it differs")
+    ] = None,
+    default: Annotated[bool, typer.Option("--default", help="make it the default")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Add a managed signing key; it is opened now and refused with a reason if unusable."""
+    password = os.environ.get(password_env)
+    if password is None:
+        err.print(f"[red]error:[/red] ${password_env} is unset.")
+        raise typer.Exit(2)
+    key_password = os.environ.get(key_password_env) if key_password_env else None
+    if keystore.stat().st_size > MAX_KEYSTORE_BYTES:
+        err.print("[red]error:[/red] signing-key files over 10 MB are rejected.")
+        raise typer.Exit(2)
+    data = keystore.read_bytes()
+    box = runtime_from(ctx).services.sealer()
+
+    def make(uow: UnitOfWork, clock: Any) -> SigningKey:
+        t = tenants.by_name(uow, name=tenant)
+        return signing_keys.create_from_bytes(
+            uow,
+            clock,
+            box,
+            tenant_id=t.id,
+            name=name,
+            platform=parse_platform(platform),
+            data=data,
+            password=password,
+            alias=alias,
+            key_password=key_password,
+            created_by="operator",
+            make_default=default,
+        )
+
+    key = _run(ctx, make)
+    _emit(
+        as_json,
+        _key_body(key),
+        f"added signing key {key.name} ({key.id}), "
+        f"{'default' if key.is_default else 'not default'}, {key.subject}",
+    )
+
+
+@app.command("list-signing-keys")
+def list_signing_keys(
+    ctx: typer.Context, tenant: Annotated[str, typer.Option()], as_json: JsonFlag = False
+) -> None:
+    """A tenant's signing keys (never their secrets)."""
+    keys = _run(
+        ctx,
+        lambda uow, clock: signing_keys.list_keys(
+            uow, tenant_id=tenants.by_name(uow, name=tenant).id
+        ),
+    )
+    data = [_key_body(k) for k in keys]
+    _emit(as_json, data, "\n".join(json.dumps(d) for d in data) or "no signing keys")
+
+
+@app.command("set-default-signing-key")
+def set_default_signing_key(
+    ctx: typer.Context,
+    tenant: Annotated[str, typer.Option()],
+    key_id: str,
+    as_json: JsonFlag = False,
+) -> None:
+    key = _run(
+        ctx,
+        lambda uow, clock: signing_keys.set_default(
+            uow, tenant_id=tenants.by_name(uow, name=tenant).id, key_id=key_id
+        ),
+    )
+    _emit(as_json, _key_body(key), f"{key.name} is now the {key.platform.value} default")
+
+
+@app.command("delete-signing-key")
+def delete_signing_key(
+    ctx: typer.Context,
+    tenant: Annotated[str, typer.Option()],
+    key_id: str,
+    as_json: JsonFlag = False,
+) -> None:
+    """Delete a key: its material is wiped; queued builds that need it fail, unsigned."""
+    key = _run(
+        ctx,
+        lambda uow, clock: signing_keys.delete(
+            uow, tenant_id=tenants.by_name(uow, name=tenant).id, key_id=key_id
+        ),
+    )
+    _emit(as_json, _key_body(key), f"deleted signing key {key.name}")
+
+
+@app.command("rotate-master-key")
+def rotate_master_key(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """Re-encrypt every signing key under a new master key.
+
+    With the key file (default): a new key is written to master.key.next, every secret is
+    re-sealed in one transaction, then the file replaces master.key (a crash in between
+    loses nothing: both keys are read until the rotation is run again). With
+    APPYARD_MASTER_KEY: set the new key there and the old one in
+    APPYARD_PREVIOUS_MASTER_KEYS, run this, then drop the old one."""
+    settings = runtime_from(ctx).settings
+    keys = settings.master_keys()
+    pending = settings.data_dir / "master.key.next"
+    if settings.master_key is None:
+        if not pending.exists():
+            fd = os.open(pending, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(base64.b64encode(secrets.token_bytes(32)).decode())
+        box = SecretBox(*settings.master_keys())  # master.key.next first
+    else:
+        box = SecretBox(*keys)
+    count = _run(ctx, lambda uow, clock: signing_keys.reseal_all(uow, box))
+    if settings.master_key is None:
+        os.replace(pending, settings.data_dir / "master.key")
+    _emit(as_json, {"resealed": count}, f"re-encrypted {count} signing key(s)")
+
+
+@app.command("set-key-scopes")
+def set_key_scopes(
+    ctx: typer.Context,
+    key_id: str,
+    scope: Annotated[
+        list[str] | None,
+        typer.Option(help="builds, read; repeat it; none at all gives every permission"),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Limit what a key may do: a management key without the builds scope is read-only."""
+    scopes = tuple(scope or ())
+    token = _run(ctx, lambda uow, clock: identity.set_scopes(uow, token_id=key_id, scopes=scopes))
+    shown = ", ".join(token.scopes) or "every permission"
+    _emit(as_json, {"key_id": token.id, "scopes": list(token.scopes)}, f"{token.id}: {shown}")

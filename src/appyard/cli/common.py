@@ -1,0 +1,42 @@
+"""What every command shares: Settings built once from APPYARD_* (and CLI options)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from appyard.runtime import Runtime, build_runtime, upgrade_database
+from appyard.settings import Settings
+
+
+@dataclass
+class Ctx:
+    overrides: dict[str, Any] = field(default_factory=dict)
+    runtime: Runtime | None = None
+
+    def settings(self) -> Settings:
+        return Settings(**self.overrides)
+
+
+def ctx_obj(ctx: typer.Context) -> Ctx:
+    root = ctx.find_root()
+    if not isinstance(root.obj, Ctx):
+        root.obj = Ctx()
+    return root.obj
+
+
+def runtime_from(ctx: typer.Context, *, migrate: bool = True) -> Runtime:
+    obj = ctx_obj(ctx)
+    if obj.runtime is None:
+        obj.runtime = build_runtime(obj.settings())
+        if migrate and obj.runtime.settings.effective_database_url.startswith("sqlite"):
+            upgrade_database(obj.runtime)  # the embedded shape migrates itself
+    return obj.runtime
+
+
+def set_data_dir(ctx: typer.Context, data_dir: Path | None) -> None:
+    if data_dir is not None:
+        ctx_obj(ctx).overrides["data_dir"] = data_dir

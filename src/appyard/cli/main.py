@@ -1,0 +1,187 @@
+"""The ``appyard`` command: serve, worker, db, admin, inspect, sign."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from appyard.api.deps import transaction
+from appyard.cli import admin
+from appyard.cli.common import ctx_obj, runtime_from, set_data_dir
+from appyard.core import identity, tenants
+from appyard.core.models import Plan, TokenKind
+from appyard.logs import setup_logging
+
+app = typer.Typer(
+    help="appyard: a self-hosted home for mobile app builds.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(admin.app, name="admin")
+db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+console = Console()
+
+DataDir = Annotated[Path | None, typer.Option("--data-dir", help="APPYARD_DATA_DIR")]
+
+
+@app.callback()
+def root(ctx: typer.Context, data_dir: DataDir = None) -> None:
+    """Settings come from APPYARD_* environment variables (see docs/configuration.md)."""
+    set_data_dir(ctx, data_dir)
+
+
+def _bootstrap(ctx: typer.Context) -> None:
+    """On a database with no tenant, create 'default' (team plan) and print its first key."""
+    runtime = runtime_from(ctx)
+    svc = runtime.services
+    with transaction(svc) as uow:
+        if uow.tenants.list():
+            return
+        tenant = tenants.create(uow, svc.clock, name="default", plan=Plan.TEAM)
+        issued = identity.create_token(
+            uow, svc.clock, tenant_id=tenant.id, kind=TokenKind.AUTOMATION, name="first key"
+        )
+    console.print(f"First tenant: [bold]{tenant.name}[/bold] ({tenant.plan.value} plan)")
+    console.print("Automation key (shown once, store it now):")
+    typer.echo(f"  APPTEGO_API_KEY={issued.raw}")
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Option(help="APPYARD_HOST")] = None,
+    port: Annotated[int | None, typer.Option(help="APPYARD_PORT")] = None,
+    data_dir: DataDir = None,
+    worker: Annotated[
+        bool | None,
+        typer.Option(
+            "--worker/--no-worker",
+            help="process jobs in this process (default: with the embedded queue)",
+        ),
+    ] = None,
+) -> None:
+    """Start the API server (Granian). Embedded default: SQLite, local storage, in-process queue."""
+    set_data_dir(ctx, data_dir)
+    obj = ctx_obj(ctx)
+    for key, value in (("host", host), ("port", port), ("run_worker", worker)):
+        if value is not None:
+            obj.overrides[key] = value
+    settings = obj.settings()
+    setup_logging(settings.log_level)
+    runtime_from(ctx)  # migrates the embedded database
+    _bootstrap(ctx)
+    # The Granian worker process rebuilds Settings from the environment: hand it ours.
+    env = {
+        "data_dir": str(settings.data_dir.resolve()),
+        "host": settings.host,
+        "port": str(settings.port),
+    }
+    if settings.run_worker is not None:
+        env["run_worker"] = "true" if settings.run_worker else "false"
+    for key, value in env.items():
+        os.environ[f"APPYARD_{key.upper()}"] = value
+    console.print(
+        f"appyard listening on {settings.effective_public_url} "
+        f"(data in {settings.data_dir.resolve()})"
+    )
+    from granian import Granian
+    from granian.constants import Interfaces
+
+    Granian(
+        "appyard.app:app_from_env",
+        address=settings.host,
+        port=settings.port,
+        interface=Interfaces.ASGI,
+        factory=True,
+        workers=1,
+        log_access=False,
+        log_dictconfig={"version": 1, "disable_existing_loggers": False},
+    ).serve()
+
+
+@app.command()
+def worker(
+    ctx: typer.Context,
+    concurrency: Annotated[int, typer.Option(help="jobs processed at once")] = 2,
+) -> None:
+    """Process jobs (scale-out shape: run any number of these next to `serve --no-worker`)."""
+    import signal
+    import threading
+
+    from appyard.worker import Worker
+
+    settings = ctx_obj(ctx).settings()
+    setup_logging(settings.log_level)
+    runtime = runtime_from(ctx)
+    w = Worker(runtime.services, concurrency=concurrency)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    w.start()
+    stop.wait()
+    w.stop()
+
+
+@db_app.command("upgrade")
+def db_upgrade(ctx: typer.Context) -> None:
+    """Apply every migration (Alembic) to APPYARD_DATABASE_URL."""
+    from appyard.backends.db import migrate
+
+    runtime = runtime_from(ctx, migrate=False)
+    migrate.upgrade(runtime.engine)
+    console.print(f"database at revision {migrate.current(runtime.engine)}")
+
+
+@db_app.command("current")
+def db_current(ctx: typer.Context) -> None:
+    """Print the database's migration revision and the code's head."""
+    from appyard.backends.db import migrate
+
+    runtime = runtime_from(ctx, migrate=False)
+    typer.echo(json.dumps({"current": migrate.current(runtime.engine), "head": migrate.head()}))
+
+
+@app.command("inspect")
+def inspect_artifact(
+    file: Annotated[Path, typer.Argument(help="an .apk, .aab or .ipa")],
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON document")] = False,
+    version: Annotated[str, typer.Option(help="configuration version whose default controls "
+                                              "run")] = "production",
+    include_bytes: Annotated[bool, typer.Option(help="include icons (base64) in --json")] = False,
+) -> None:
+    """Print an artifact's facts and findings; exit 1 when a finding is blocking, 2 when the
+    file is not a valid artifact."""
+    from appyard.cli.inspect_cmd import run_inspect
+
+    raise typer.Exit(run_inspect(file, as_json=as_json, version=version,
+                                 include_bytes=include_bytes))
+
+
+@app.command("sign")
+def sign(
+    src: Annotated[Path, typer.Argument(help="input .apk or .aab")],
+    dst: Annotated[Path, typer.Argument(help="output file")],
+    keystore: Annotated[Path, typer.Option(help="JKS, PKCS#12 or PEM (key + certificates)")],
+    alias: Annotated[str, typer.Option(help="key alias")],
+    password_env: Annotated[str, typer.Option(help="variable holding the store password")],
+    key_password_env: Annotated[str | None, typer.Option(
+        help="variable holding the key password, when it differs")] = None,
+    schemes: Annotated[str | None, typer.Option(
+        help="v1,v2,v3 (default: chosen from minSdk as apksigner does)")] = None,
+) -> None:
+    """Align and sign an APK (v1/v2/v3) or an AAB (JAR), outside the server."""
+    from appyard.cli.sign_cmd import run_sign
+
+    raise typer.Exit(run_sign(src, dst, keystore=keystore, alias=alias,
+                              password_env=password_env, key_password_env=key_password_env,
+                              schemes=schemes))
+
+
+def main() -> None:
+    app()

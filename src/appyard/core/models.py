@@ -1,0 +1,368 @@
+"""The domain's value types: frozen dataclasses and enums, one vocabulary for every dialect.
+
+tenant (= organization = workspace), app (= application = project), build (one uploaded
+artifact and what became of it), upload (how its bytes arrive), job (the work on a build),
+finding, token. Vendor words stay in the dialects.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+class Plan(enum.StrEnum):
+    FREE = "free"
+    TEAM = "team"
+    ENTERPRISE = "enterprise"
+
+
+class Platform(enum.StrEnum):
+    ANDROID = "android"
+    IOS = "ios"
+
+
+class ConfigVersion(enum.StrEnum):
+    """A configuration version: which set of controls applies to a build."""
+
+    DEVELOPMENT = "development"
+    STAGING = "staging"
+    PRODUCTION = "production"
+
+
+class TokenKind(enum.StrEnum):
+    AUTOMATION = "automation"
+    CI = "ci"
+    MANAGEMENT = "management"
+    APP = "app"
+    SERVICE_ACCOUNT = "service-account"
+
+
+class UploadState(enum.StrEnum):
+    PENDING = "pending"  # waiting for bytes
+    RECEIVED = "received"  # the whole object is in storage
+    ABORTED = "aborted"
+    EXPIRED = "expired"
+
+
+class BuildStatus(enum.StrEnum):
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class JobState(enum.StrEnum):
+    WAITING = "waiting"  # its input has not arrived yet
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class Stage(enum.StrEnum):
+    """The human-readable progress stages a job moves through (automation ``progress``)."""
+
+    WAITING_FOR_UPLOAD = "Waiting for upload"
+    QUEUED = "Queued"
+    DOWNLOADING = "Downloading inputs"
+    INSPECTING = "Inspecting"
+    PROTECTING = "Applying protection"
+    PACKAGING = "Packaging"
+    SIGNING = "Signing"
+    UPLOADING = "Uploading output"
+    DONE = "Done"
+
+
+class Severity(enum.StrEnum):
+    BLOCKING = "blocking"
+    WARNING = "warning"
+    INFO = "info"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Effective plan limits of a tenant (plan defaults with overrides applied)."""
+
+    concurrent_builds: int | None  # None: unlimited
+    weekly_builds: int | None  # per platform and configuration version, over 7 days
+    automation_keys: int
+    automation_allowed: bool
+
+
+@dataclass(frozen=True)
+class LimitOverrides:
+    concurrent_builds: int | None = None
+    weekly_builds: int | None = None
+    automation_keys: int | None = None
+
+
+@dataclass(frozen=True)
+class Tenant:
+    id: str
+    name: str
+    plan: Plan
+    created_at: datetime
+    overrides: LimitOverrides = field(default_factory=LimitOverrides)
+
+
+@dataclass(frozen=True)
+class Token:
+    id: str  # the public key id (automation: the part before ':')
+    tenant_id: str
+    kind: TokenKind
+    name: str
+    secret_hash: str
+    scopes: tuple[str, ...]
+    disabled: bool
+    created_at: datetime
+    last_used_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the result of authenticating any credential format."""
+
+    tenant_id: str
+    token_id: str
+    kind: TokenKind
+    scopes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class App:
+    id: str
+    tenant_id: str
+    platform: Platform
+    identifier: str  # package name or bundle id
+    name: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Part:
+    number: int
+    size: int
+    etag: str
+
+
+@dataclass(frozen=True)
+class Upload:
+    id: str
+    tenant_id: str
+    build_id: str
+    key: str  # object key in storage, tenant-scoped
+    file_name: str
+    declared_size: int | None
+    multipart: bool
+    store_upload_id: str | None  # the storage backend's multipart id
+    total_parts: int | None
+    chunk_size: int | None
+    state: UploadState
+    created_at: datetime
+    expires_at: datetime
+    size: int | None = None
+
+
+@dataclass(frozen=True)
+class Build:
+    id: str
+    tenant_id: str
+    start_time: int  # unique per tenant: the vendors' job id (automation job_id, start_time)
+    platform: Platform
+    config_version: ConfigVersion
+    file_name: str
+    source_key: str
+    status: BuildStatus
+    progress: Stage
+    created_at: datetime
+    updated_at: datetime
+    signing_key_id: str | None = None
+    app_id: str | None = None
+    identifier: str | None = None
+    version_code: str | None = None
+    version_name: str | None = None
+    size: int | None = None
+    sha256: str | None = None
+    output_key: str | None = None
+    output_size: int | None = None
+    output_sha256: str | None = None
+    error_message: str | None = None
+    signed: bool = False
+    signing_error_message: str | None = None
+    facts: dict[str, Any] | None = None
+    deleted: bool = False  # management API: output removed, the row kept in history
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    tenant_id: str
+    build_id: str
+    kind: str  # stable dotted string, e.g. "build.process"
+    state: JobState
+    attempts: int
+    created_at: datetime
+    updated_at: datetime
+    lease_owner: str | None = None
+    lease_until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Finding:
+    code: str
+    severity: Severity
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ControlSetting:
+    control_id: str
+    enabled: bool
+
+
+# --- the store's release model ---------------------------------------------------------------
+
+
+class Role(enum.StrEnum):
+    STORE_ADMIN = "store-admin"  # runs the store: releases, withdrawals, issues, everything
+    STORE_REVIEWER = "store-reviewer"  # approves or rejects versions in review
+    DEVELOPER = "developer"  # a member of one tenant: uploads, submits, manages CI tokens
+
+
+class VersionStatus(enum.StrEnum):
+    DRAFT = "draft"
+    IN_REVIEW = "in_review"
+    APPROVED = "approved"
+    LIVE = "live"
+    REJECTED = "rejected"
+    WITHDRAWN = "withdrawn"  # was live, pulled by the store team
+    SUPERSEDED = "superseded"  # was live, replaced everywhere by a newer live version
+
+
+class RunStatus(enum.StrEnum):
+    RUNNING = "running"
+    PASSED = "passed"
+    FAILED = "failed"
+
+
+class IssueStatus(enum.StrEnum):
+    OPEN = "open"
+    RESOLVED = "resolved"
+
+
+@dataclass(frozen=True)
+class User:
+    id: str
+    email: str
+    name: str
+    role: Role
+    password_hash: str
+    created_at: datetime
+    tenant_id: str | None = None  # developers belong to one tenant; store staff to none
+    disabled: bool = False
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who performs an action: a signed-in user, or a token (CI)."""
+
+    id: str  # user id or token id
+    kind: str  # "user" | "token"
+    role: Role
+    tenant_id: str | None
+
+
+@dataclass(frozen=True)
+class Targets:
+    countries: tuple[str, ...] = ()
+    vehicle_contexts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Version:
+    id: str
+    tenant_id: str
+    app_id: str
+    build_id: str
+    version_code: int
+    version_name: str
+    status: VersionStatus
+    created_at: datetime
+    updated_at: datetime
+    countries: tuple[str, ...] = ()
+    vehicle_contexts: tuple[str, ...] = ()
+    rollout_percentage: int = 100
+    rollout_halted: bool = False
+    rejection_reason: str | None = None
+    signer_sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class ValidationRun:
+    id: str
+    version_id: str
+    build_id: str
+    status: RunStatus
+    created_at: datetime
+    finished_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class VersionEvent:
+    version_id: str
+    action: str
+    from_status: str | None
+    to_status: str
+    actor: str
+    at: datetime
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StoreIssue:
+    id: str
+    version_id: str
+    title: str
+    severity: str
+    status: IssueStatus
+    created_by: str
+    created_at: datetime
+    resolved_at: datetime | None = None
+
+
+# --- managed signing keys ----------------------------------------------------------------------
+
+
+class KeyState(enum.StrEnum):
+    PENDING = "pending"  # record made, waiting for the keystore file (management API upload)
+    READY = "ready"
+    INVALID = "invalid"  # the uploaded file could not be opened; error_message says why
+    DELETED = "deleted"  # material wiped; kept so builds still name it
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    id: str
+    tenant_id: str
+    name: str
+    platform: Platform
+    is_default: bool
+    state: KeyState
+    created_at: datetime
+    created_by: str
+    sealed_password: bytes
+    alias: str | None = None
+    sealed_key_password: bytes | None = None
+    sealed_keystore: bytes | None = None
+    cert_sha256: str | None = None
+    subject: str | None = None
+    not_after: datetime | None = None
+    key_algorithm: str | None = None
+    upload_key: str | None = None
+    error_message: str | None = None
+    app_id: str | None = None  # a legacy per-application signing file (management API)
+    file_name: str | None = None  # the key file's name as the uploader gave it

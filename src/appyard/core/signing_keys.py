@@ -1,0 +1,482 @@
+"""Managed signing keys: keystores (JKS, PKCS#12, PEM key + chain) a tenant's builds are
+signed with.
+
+A key is opened with its password and alias when it is created, and refused with a clear
+reason (wrong password, missing alias, expired certificate, over 10 MB, no private key).
+The keystore file and its passwords are sealed with AES-GCM under the master key
+(:mod:`appyard.core.crypto`) before they reach the database; raw secrets never leave this
+module except as a :class:`SigningMaterial` handed to the signer. One default per platform
+per tenant. Deleting a key wipes its material; a queued build that needs it then fails at
+its Signing stage with a message saying so, rather than being signed with something else.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from datetime import datetime
+
+from appyard.core import errors, tenants
+from appyard.core.crypto import SecretBox
+from appyard.core.ids import new_id
+from appyard.core.models import KeyState, Plan, Platform, SigningKey
+from appyard.core.ports import BlobStore, Clock, UnitOfWork
+from appyard.signing.keystore import (
+    MAX_KEYSTORE_BYTES,
+    SigningMaterial,
+    load_keystore_bytes,
+)
+
+
+class SigningKeyUnavailable(errors.Conflict):
+    """The build's signing key cannot be used."""
+
+    code = "signing_key.unavailable"
+
+
+def _aad(key_id: str, field: str) -> str:
+    return f"signing_key:{key_id}:{field}"
+
+
+def _describe(material: SigningMaterial) -> dict[str, object]:
+    import hashlib
+
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    cert = material.certificate
+    return {
+        "cert_sha256": hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest(),
+        "subject": cert.subject.rfc4514_string(),
+        "not_after": cert.not_valid_after_utc,
+        "key_algorithm": material.key_algorithm,
+        "alias": material.alias,
+    }
+
+
+def _set_default(uow: UnitOfWork, key: SigningKey) -> None:
+    for other in uow.signing_keys.list(key.tenant_id):
+        if other.id != key.id and other.platform is key.platform and other.is_default:
+            uow.signing_keys.save(replace(other, is_default=False))
+    uow.signing_keys.save(replace(key, is_default=True))
+
+
+def _is_first(uow: UnitOfWork, tenant_id: str, platform: Platform) -> bool:
+    return not any(
+        k.platform is platform and k.state is KeyState.READY
+        for k in uow.signing_keys.list(tenant_id)
+    )
+
+
+def create_from_bytes(
+    uow: UnitOfWork,
+    clock: Clock,
+    box: SecretBox,
+    *,
+    tenant_id: str,
+    name: str,
+    platform: Platform,
+    data: bytes,
+    password: str,
+    alias: str | None = None,
+    key_password: str | None = None,
+    created_by: str,
+    make_default: bool = False,
+) -> SigningKey:
+    if not name.strip():
+        raise errors.InvalidField("A signing key needs a name.", field="key_name")
+    material = load_keystore_bytes(
+        data, password=password, alias=alias, key_password=key_password, now=clock.now()
+    )
+    key_id = new_id("sk")
+    facts = _describe(material)
+    key = SigningKey(
+        id=key_id,
+        tenant_id=tenant_id,
+        name=name.strip(),
+        platform=platform,
+        is_default=False,
+        state=KeyState.READY,
+        created_at=clock.now(),
+        created_by=created_by,
+        sealed_password=box.seal(password.encode(), _aad(key_id, "password")),
+        sealed_key_password=(
+            box.seal(key_password.encode(), _aad(key_id, "key_password"))
+            if key_password is not None
+            else None
+        ),
+        sealed_keystore=box.seal(data, _aad(key_id, "keystore")),
+        alias=str(facts["alias"]),
+        cert_sha256=str(facts["cert_sha256"]),
+        subject=str(facts["subject"]),
+        not_after=facts["not_after"],  # type: ignore[arg-type]
+        key_algorithm=str(facts["key_algorithm"]),
+    )
+    first = _is_first(uow, tenant_id, platform)
+    uow.signing_keys.add(key)
+    if make_default or first:
+        _set_default(uow, key)
+    return uow.signing_keys.get(key_id) or key
+
+
+def create_pending(
+    uow: UnitOfWork,
+    clock: Clock,
+    box: SecretBox,
+    store: BlobStore,
+    *,
+    tenant_id: str,
+    name: str,
+    platform: Platform,
+    password: str,
+    alias: str | None,
+    file_size: int | None,
+    created_by: str,
+    url_ttl: int,
+) -> tuple[SigningKey, str]:
+    """A key record waiting for its keystore file, and the signed URL to PUT it to."""
+    if not name.strip():
+        raise errors.InvalidField("key_name is required.", field="key_name")
+    if not password:
+        raise errors.InvalidField("password is required.", field="password")
+    if file_size is not None and file_size > MAX_KEYSTORE_BYTES:
+        raise errors.UploadTooLarge(
+            f"Signing-key files over {MAX_KEYSTORE_BYTES // (1024 * 1024)} MB are rejected."
+        )
+    key_id = new_id("sk")
+    upload_key = f"{tenant_id}/signing-keys/{key_id}/keystore"
+    key = SigningKey(
+        id=key_id,
+        tenant_id=tenant_id,
+        name=name.strip(),
+        platform=platform,
+        is_default=False,
+        state=KeyState.PENDING,
+        created_at=clock.now(),
+        created_by=created_by,
+        sealed_password=box.seal(password.encode(), _aad(key_id, "password")),
+        alias=alias,
+        upload_key=upload_key,
+    )
+    uow.signing_keys.add(key)
+    url = store.presign_put(
+        upload_key, max_size=file_size or MAX_KEYSTORE_BYTES, expires_in=url_ttl
+    )
+    return key, url
+
+
+def notice_upload(
+    uow: UnitOfWork, clock: Clock, box: SecretBox, store: BlobStore, *, upload_key: str
+) -> SigningKey | None:
+    """A pending key's file arrived: open it, seal it into the record, drop the plain file."""
+    key = uow.signing_keys.get_by_upload(upload_key)
+    if key is None or key.state is not KeyState.PENDING:
+        return None
+    info = store.stat(upload_key)
+    if info is None:
+        return None
+    try:
+        if info.size > MAX_KEYSTORE_BYTES:
+            raise errors.UploadTooLarge("Signing-key files over 10 MB are rejected.")
+        with store.open_read(upload_key) as fh:
+            data = fh.read(MAX_KEYSTORE_BYTES + 1)
+        password = box.open(key.sealed_password, _aad(key.id, "password")).decode()
+        material = load_keystore_bytes(data, password=password, alias=key.alias, now=clock.now())
+    except errors.AppyardError as exc:
+        updated = replace(key, state=KeyState.INVALID, error_message=exc.message)
+    else:
+        facts = _describe(material)
+        updated = replace(
+            key,
+            state=KeyState.READY,
+            sealed_keystore=box.seal(data, _aad(key.id, "keystore")),
+            alias=str(facts["alias"]),
+            cert_sha256=str(facts["cert_sha256"]),
+            subject=str(facts["subject"]),
+            not_after=facts["not_after"],  # type: ignore[arg-type]
+            key_algorithm=str(facts["key_algorithm"]),
+        )
+    first = updated.state is KeyState.READY and _is_first(uow, key.tenant_id, key.platform)
+    uow.signing_keys.save(updated)
+    if first:
+        _set_default(uow, updated)
+    store.delete(upload_key)
+    return uow.signing_keys.get(key.id)
+
+
+def get(uow: UnitOfWork, *, tenant_id: str, key_id: str) -> SigningKey:
+    key = uow.signing_keys.get(key_id)
+    if key is None or key.tenant_id != tenant_id or key.state is KeyState.DELETED:
+        raise errors.UnknownSigningKey(f"Unknown signing key {key_id!r}.")
+    return key
+
+
+def list_keys(uow: UnitOfWork, *, tenant_id: str) -> list[SigningKey]:
+    return [k for k in uow.signing_keys.list(tenant_id) if k.state is not KeyState.DELETED]
+
+
+def set_default(uow: UnitOfWork, *, tenant_id: str, key_id: str) -> SigningKey:
+    key = get(uow, tenant_id=tenant_id, key_id=key_id)
+    if key.state is not KeyState.READY:
+        raise SigningKeyUnavailable(f"Signing key {key.name!r} is {key.state.value}.")
+    _set_default(uow, key)
+    return get(uow, tenant_id=tenant_id, key_id=key_id)
+
+
+def delete(uow: UnitOfWork, *, tenant_id: str, key_id: str) -> SigningKey:
+    key = get(uow, tenant_id=tenant_id, key_id=key_id)
+    wiped = replace(
+        key,
+        state=KeyState.DELETED,
+        is_default=False,
+        sealed_keystore=None,
+        sealed_key_password=None,
+        sealed_password=b"",
+    )
+    uow.signing_keys.save(wiped)
+    return wiped
+
+
+def resolve(
+    uow: UnitOfWork, *, tenant_id: str, platform: Platform, requested: str | None
+) -> str | None:
+    """The key id a new build will be signed with: the one asked for, ``none``, or the
+    platform's default (None when the tenant has none)."""
+    if requested is not None and requested.strip().lower() == "none":
+        return None
+    if requested is None:
+        for key in uow.signing_keys.list(tenant_id):
+            if key.platform is platform and key.is_default and key.state is KeyState.READY:
+                return key.id
+        return None
+    key = get(uow, tenant_id=tenant_id, key_id=requested.strip())
+    if key.platform is not platform:
+        raise errors.UnknownSigningKey(
+            f"Signing key {key.name!r} is for {key.platform.value}, not {platform.value}."
+        )
+    if key.state is not KeyState.READY:
+        raise errors.UnknownSigningKey(f"Signing key {key.name!r} is {key.state.value}.")
+    return key.id
+
+
+def material(
+    uow: UnitOfWork, box: SecretBox, *, key_id: str, now: datetime
+) -> tuple[SigningKey, SigningMaterial]:
+    """Open a key for signing; SigningKeyUnavailable with a reason when it cannot be used."""
+    key = uow.signing_keys.get(key_id)
+    if key is None or key.state is KeyState.DELETED:
+        name = f" {key.name!r}" if key else ""
+        raise SigningKeyUnavailable(
+            f"The signing key{name} was deleted after this build was queued; the build was "
+            "not signed with another key."
+        )
+    if key.state is not KeyState.READY or key.sealed_keystore is None:
+        raise SigningKeyUnavailable(f"Signing key {key.name!r} is {key.state.value}.")
+    data = box.open(key.sealed_keystore, _aad(key.id, "keystore"))
+    password = box.open(key.sealed_password, _aad(key.id, "password")).decode()
+    key_password = (
+        box.open(key.sealed_key_password, _aad(key.id, "key_password")).decode()
+        if key.sealed_key_password
+        else None
+    )
+    try:
+        return key, load_keystore_bytes(
+            data, password=password, alias=key.alias, key_password=key_password, now=now
+        )
+    except errors.AppyardError as exc:
+        raise SigningKeyUnavailable(
+            f"Signing key {key.name!r} cannot be used: {exc.message}"
+        ) from None
+
+
+def reseal_all(uow: UnitOfWork, box: SecretBox) -> int:
+    """Re-encrypt every key's secrets under the box's current master key (rotation)."""
+    count = 0
+    for key in uow.signing_keys.list():
+        if key.state is KeyState.DELETED:
+            continue
+        uow.signing_keys.save(
+            replace(
+                key,
+                sealed_password=box.reseal(key.sealed_password, _aad(key.id, "password")),
+                sealed_key_password=(
+                    box.reseal(key.sealed_key_password, _aad(key.id, "key_password"))
+                    if key.sealed_key_password
+                    else None
+                ),
+                sealed_keystore=(
+                    box.reseal(key.sealed_keystore, _aad(key.id, "keystore"))
+                    if key.sealed_keystore
+                    else None
+                ),
+            )
+        )
+        count += 1
+    return count
+
+
+# --- the management API: plan gate, key files uploaded by URL, per-application signing files --
+
+SIGNING_PLANS = (Plan.TEAM, Plan.ENTERPRISE)
+_KEY_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._+()\-]{0,199}$")
+
+
+class PlanRequired(errors.Forbidden):
+    """Signing-key management requires a Team or Enterprise plan."""
+
+    code = "plan.signing_keys"
+
+
+def require_plan(uow: UnitOfWork, *, tenant_id: str) -> None:
+    tenant = tenants.get(uow, tenant_id=tenant_id)
+    if tenant.plan not in SIGNING_PLANS:
+        raise PlanRequired(
+            "Signing-key management requires a Team or Enterprise plan; this tenant is on "
+            f"the {tenant.plan.value} plan."
+        )
+
+
+def key_file_name(value: str) -> str:
+    """The base name of a key file (``release.jks``); path components are dropped."""
+    base = value.replace("\\", "/").rsplit("/", 1)[-1].strip()
+    if not _KEY_FILE.match(base):
+        raise errors.InvalidField(
+            "file_name must be a plain file name such as release.jks.", field="file_name"
+        )
+    return base
+
+
+def request_upload(
+    uow: UnitOfWork,
+    clock: Clock,
+    box: SecretBox,
+    store: BlobStore,
+    *,
+    tenant_id: str,
+    name: str,
+    platform: Platform,
+    file_name: str | None,
+    password: str,
+    alias: str | None,
+    file_size: int | None,
+    make_default: bool,
+    created_by: str,
+    url_ttl: int,
+    app_id: str | None = None,
+) -> tuple[SigningKey, str]:
+    """A pending key whose file the client PUTs to the returned URL (the management API).
+
+    Android keys need an alias. ``make_default`` is remembered on the pending record (a
+    pending key is never used: :func:`resolve` takes only ready keys) and applied by
+    :func:`notice_key_file` once the file opens. ``app_id`` makes it an application's legacy
+    signing file instead of a managed key: never a default, not listed with managed keys.
+    """
+    clean = key_file_name(file_name) if file_name is not None else None
+    alias = alias.strip() if alias else None
+    if platform is Platform.ANDROID and not alias:
+        raise errors.InvalidField("alias is required for Android signing keys.", field="alias")
+    if file_size is not None and file_size <= 0:
+        raise errors.InvalidField(
+            "file_size must be a positive number of bytes.", field="file_size"
+        )
+    key, url = create_pending(
+        uow,
+        clock,
+        box,
+        store,
+        tenant_id=tenant_id,
+        name=name,
+        platform=platform,
+        password=password,
+        alias=alias,
+        file_size=file_size,
+        created_by=created_by,
+        url_ttl=url_ttl,
+    )
+    key = replace(key, file_name=clean, app_id=app_id, is_default=make_default and app_id is None)
+    uow.signing_keys.save(key)
+    return key, url
+
+
+def notice_key_file(
+    uow: UnitOfWork, clock: Clock, box: SecretBox, store: BlobStore, *, upload_key: str
+) -> SigningKey | None:
+    """:func:`notice_upload`, then the management API's rules: a managed key asked to be the
+    default (or the platform's first managed key) becomes the only default once it opens; an
+    application's signing file is never a default and replaces that application's earlier
+    file for its platform."""
+    key = notice_upload(uow, clock, box, store, upload_key=upload_key)
+    if key is None:
+        return None
+    if key.state is KeyState.READY and key.app_id is None:
+        others = [
+            k
+            for k in managed_keys(uow, tenant_id=key.tenant_id)
+            if k.id != key.id and k.platform is key.platform and k.state is KeyState.READY
+        ]
+        if key.is_default or not others:
+            _set_default(uow, key)
+    elif key.is_default:
+        uow.signing_keys.save(replace(key, is_default=False))
+    if key.state is KeyState.READY and key.app_id is not None:
+        for other in uow.signing_keys.list(key.tenant_id):
+            if (
+                other.app_id == key.app_id
+                and other.platform is key.platform
+                and other.id != key.id
+                and other.state is not KeyState.DELETED
+            ):
+                delete(uow, tenant_id=key.tenant_id, key_id=other.id)
+    return uow.signing_keys.get(key.id)
+
+
+def notice_pending(
+    uow: UnitOfWork, clock: Clock, box: SecretBox, store: BlobStore, *, tenant_id: str
+) -> None:
+    """Open the tenant's pending keys whose files reached the store (for stores that do not
+    call back when an object lands, e.g. S3)."""
+    for key in uow.signing_keys.list(tenant_id):
+        if key.state is KeyState.PENDING and key.upload_key:
+            notice_key_file(uow, clock, box, store, upload_key=key.upload_key)
+
+
+def managed_keys(uow: UnitOfWork, *, tenant_id: str) -> list[SigningKey]:
+    """The tenant's managed keys (not deleted, not an application's legacy signing file)."""
+    return [k for k in list_keys(uow, tenant_id=tenant_id) if k.app_id is None]
+
+
+def set_platform_default(
+    uow: UnitOfWork, *, tenant_id: str, platform: Platform, key_id: str | None
+) -> None:
+    """Make ``key_id`` the platform's default, or clear the platform's default (None)."""
+    if key_id is None:
+        for key in uow.signing_keys.list(tenant_id):
+            if key.platform is platform and key.is_default:
+                uow.signing_keys.save(replace(key, is_default=False))
+        return
+    key = get(uow, tenant_id=tenant_id, key_id=key_id)
+    if key.platform is not platform or key.app_id is not None:
+        raise errors.UnknownSigningKey(
+            f"Signing key {key.name!r} is not a managed {platform.value} key."
+        )
+    set_default(uow, tenant_id=tenant_id, key_id=key_id)
+
+
+def app_file(
+    uow: UnitOfWork, *, tenant_id: str, app_id: str, platform: Platform
+) -> SigningKey | None:
+    """An application's signing file for ``platform``: the newest ready one, else the newest
+    that is pending or invalid (so a caller can say why it cannot be used)."""
+    files = [
+        k
+        for k in uow.signing_keys.list(tenant_id)
+        if k.app_id == app_id and k.platform is platform and k.state is not KeyState.DELETED
+    ]
+    ready = [k for k in files if k.state is KeyState.READY]
+    return (ready or files)[-1] if files else None
+
+
+def forget_app(uow: UnitOfWork, *, tenant_id: str, app_id: str) -> None:
+    """Wipe every signing file of an application that is being deleted."""
+    for key in uow.signing_keys.list(tenant_id):
+        if key.app_id == app_id and key.state is not KeyState.DELETED:
+            delete(uow, tenant_id=tenant_id, key_id=key.id)

@@ -1,0 +1,591 @@
+"""The store's release model: versions of an app, their validation runs, review and release.
+
+draft --submit--> in_review --approve--> approved --release--> live
+                            --reject--> rejected             live --withdraw--> withdrawn
+live --(a newer version released to all its targets)--> superseded
+
+* A CI token uploads; the version starts as ``draft`` with a validation ``running``.
+* A version whose latest validation run did not pass (a blocking finding) cannot leave draft.
+* Developers of the tenant submit; store reviewers approve or reject (with a reason); store
+  admins release to targets (countries, vehicle contexts), stage the rollout (raise, halt,
+  resume), withdraw, and file issues against live versions. CI tokens do none of these.
+* Every transition is checked and recorded (who, when, from, to) in the version's history.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pycountry
+
+from appyard.core import errors, uploads
+from appyard.core.ids import new_id
+from appyard.core.models import (
+    Actor,
+    App,
+    Build,
+    BuildStatus,
+    ConfigVersion,
+    IssueStatus,
+    Job,
+    JobState,
+    Platform,
+    Principal,
+    Role,
+    RunStatus,
+    Stage,
+    StoreIssue,
+    Targets,
+    TokenKind,
+    ValidationRun,
+    Version,
+    VersionEvent,
+    VersionStatus,
+)
+from appyard.core.ports import BlobStore, Clock, UnitOfWork
+from appyard.inspect import upload_identity
+
+JOB_KIND = "version.validate"
+STAFF = (Role.STORE_ADMIN, Role.STORE_REVIEWER)
+ISSUE_SEVERITIES = ("low", "medium", "high", "critical")
+
+
+class UnsignedApk(errors.InvalidArtifact):
+    """APK is not signed with a production certificate."""
+
+    code = "apk.unsigned"
+
+
+class VersionTransitionNotAllowed(errors.Conflict):
+    """This change is not allowed from the version's current status."""
+
+    code = "version.transition_not_allowed"
+
+
+def actor_for_token(principal: Principal) -> Actor:
+    return Actor(
+        id=principal.token_id, kind="token", role=Role.DEVELOPER, tenant_id=principal.tenant_id
+    )
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+def get(uow: UnitOfWork, actor: Actor, *, version_id: str) -> Version:
+    """A version the actor may see: its tenant's, or any for store staff; else 404."""
+    version = uow.versions.get(version_id)
+    if version is None or (actor.role not in STAFF and version.tenant_id != actor.tenant_id):
+        raise errors.NotFound(f"Version {version_id} not found.")
+    return version
+
+
+def open_issue_count(uow: UnitOfWork, version: Version) -> int:
+    return sum(1 for i in uow.issues.for_version(version.id) if i.status is IssueStatus.OPEN)
+
+
+def runs(uow: UnitOfWork, actor: Actor, *, version_id: str) -> list[ValidationRun]:
+    return uow.runs.for_version(get(uow, actor, version_id=version_id).id)
+
+
+def history(uow: UnitOfWork, actor: Actor, *, version_id: str) -> list[VersionEvent]:
+    return uow.events.for_version(get(uow, actor, version_id=version_id).id)
+
+
+def issues(uow: UnitOfWork, actor: Actor, *, version_id: str) -> list[StoreIssue]:
+    return uow.issues.for_version(get(uow, actor, version_id=version_id).id)
+
+
+def targets(version: Version) -> Targets:
+    return Targets(countries=version.countries, vehicle_contexts=version.vehicle_contexts)
+
+
+# --- the CI upload ------------------------------------------------------------------------------
+
+
+def ingest_ci_upload(
+    uow: UnitOfWork,
+    clock: Clock,
+    store: BlobStore,
+    principal: Principal,
+    *,
+    path: Path,
+    file_name: str,
+    sha256: str,
+) -> tuple[Version, ValidationRun, str]:
+    """A streamed-to-disk APK becomes a draft version with a running validation.
+
+    The upload-time fast path of the inspection reads the identity (package, version code
+    and name) and whether any signature is present; the full inspection (signatures verified)
+    and the controls run in the validation job. Returns the version, its run, and the job id
+    to notify after commit.
+    """
+    if principal.kind is not TokenKind.CI:
+        raise errors.Forbidden("Uploads need a CI token.")
+    identity, signed = upload_identity(path)
+    if not signed:
+        raise UnsignedApk()
+    try:
+        code = int(identity.version_code or "")
+    except ValueError:
+        raise errors.InvalidArtifact("The APK's manifest has no valid versionCode.") from None
+    name = uploads.clean_file_name(file_name) if file_name.endswith(".apk") else "app.apk"
+    now = clock.now()
+    app = uow.apps.find(principal.tenant_id, Platform.ANDROID, identity.identifier)
+    if app is None:
+        app = App(
+            id=new_id("app"),
+            tenant_id=principal.tenant_id,
+            platform=Platform.ANDROID,
+            identifier=identity.identifier,
+            name=identity.identifier,
+            created_at=now,
+        )
+        uow.apps.add(app)
+    earlier = uow.versions.for_app(app.id)
+    highest = max((v.version_code for v in earlier), default=None)
+    if highest is not None and code <= highest:
+        raise errors.VersionCodeExists(
+            f"versionCode {code} is not greater than {highest}, the highest versionCode of "
+            f"{identity.identifier} so far.",
+            version_code=code,
+            highest=highest,
+        )
+    size = path.stat().st_size
+    build = uploads.insert_build(
+        uow,
+        clock,
+        principal.tenant_id,
+        lambda start: Build(
+            id=new_id("bd"),
+            tenant_id=principal.tenant_id,
+            start_time=start,
+            platform=Platform.ANDROID,
+            config_version=ConfigVersion.PRODUCTION,
+            file_name=name,
+            source_key=uploads.object_key(
+                principal.tenant_id, Platform.ANDROID, ConfigVersion.PRODUCTION, start, name
+            ),
+            status=BuildStatus.PROCESSING,
+            progress=Stage.QUEUED,
+            created_at=now,
+            updated_at=now,
+            app_id=app.id,
+            identifier=identity.identifier,
+            version_code=str(code),
+            version_name=identity.version_name,
+            size=size,
+            sha256=sha256,
+        ),
+    )
+    build_id = build.id
+    store.adopt(build.source_key, path)
+    version = Version(
+        id=new_id("ver"),
+        tenant_id=principal.tenant_id,
+        app_id=app.id,
+        build_id=build_id,
+        version_code=code,
+        version_name=identity.version_name or "",
+        status=VersionStatus.DRAFT,
+        created_at=now,
+        updated_at=now,
+    )
+    run = ValidationRun(
+        id=new_id("run"),
+        version_id=version.id,
+        build_id=build_id,
+        status=RunStatus.RUNNING,
+        created_at=now,
+    )
+    job = Job(
+        id=new_id("jb"),
+        tenant_id=principal.tenant_id,
+        build_id=build_id,
+        kind=JOB_KIND,
+        state=JobState.QUEUED,
+        attempts=0,
+        created_at=now,
+        updated_at=now,
+    )
+    uow.versions.add(version)
+    uow.runs.add(run)
+    uow.jobs.add(job)
+    _record(
+        uow,
+        clock,
+        version,
+        "uploaded",
+        None,
+        VersionStatus.DRAFT,
+        actor_for_token(principal),
+        {"build_id": build_id},
+    )
+    return version, run, job.id
+
+
+def latest_run(uow: UnitOfWork, version_id: str) -> ValidationRun | None:
+    found = uow.runs.for_version(version_id)
+    return found[-1] if found else None
+
+
+def previous_accepted(uow: UnitOfWork, version: Version) -> Version | None:
+    """The app's latest earlier version whose validation passed and was not rejected."""
+    best = None
+    for other in uow.versions.for_app(version.app_id):
+        if other.version_code >= version.version_code or other.status is VersionStatus.REJECTED:
+            continue
+        latest = latest_run(uow, other.id)
+        if latest is not None and latest.status is RunStatus.PASSED:
+            best = other
+    return best
+
+
+def finish_validation(
+    uow: UnitOfWork, clock: Clock, *, build_id: str, passed: bool, signer_sha256: str | None
+) -> None:
+    run = uow.runs.get_by_build(build_id)
+    version = uow.versions.get_by_build(build_id)
+    assert run is not None and version is not None
+    uow.runs.save(
+        replace(
+            run, status=RunStatus.PASSED if passed else RunStatus.FAILED, finished_at=clock.now()
+        )
+    )
+    uow.versions.save(replace(version, signer_sha256=signer_sha256, updated_at=clock.now()))
+
+
+def fail_validation(uow: UnitOfWork, clock: Clock, *, build_id: str) -> None:
+    run = uow.runs.get_by_build(build_id)
+    if run is not None and run.status is RunStatus.RUNNING:
+        uow.runs.save(replace(run, status=RunStatus.FAILED, finished_at=clock.now()))
+
+
+# --- transitions --------------------------------------------------------------------------------
+
+
+def _record(
+    uow: UnitOfWork,
+    clock: Clock,
+    version: Version,
+    action: str,
+    before: VersionStatus | None,
+    after: VersionStatus,
+    actor: Actor,
+    details: dict[str, Any] | None = None,
+) -> None:
+    uow.events.add(
+        VersionEvent(
+            version_id=version.id,
+            action=action,
+            from_status=before.value if before else None,
+            to_status=after.value,
+            actor=f"{actor.kind}:{actor.id}",
+            at=clock.now(),
+            details=details or {},
+        )
+    )
+
+
+def _require(actor: Actor, *roles: Role, action: str) -> None:
+    if actor.kind != "user" or actor.role not in roles:
+        raise errors.Forbidden(f"Only {' or '.join(r.value for r in roles)} users may {action}.")
+
+
+def _move(
+    uow: UnitOfWork,
+    clock: Clock,
+    actor: Actor,
+    version: Version,
+    action: str,
+    allowed_from: tuple[VersionStatus, ...],
+    to: VersionStatus,
+    details: dict[str, Any] | None = None,
+    **changes: Any,
+) -> Version:
+    if version.status not in allowed_from:
+        raise VersionTransitionNotAllowed(
+            f"Cannot {action} a version that is {version.status.value} (allowed from: "
+            f"{', '.join(s.value for s in allowed_from)}).",
+            status=version.status.value,
+        )
+    updated = replace(version, status=to, updated_at=clock.now(), **changes)
+    uow.versions.save(updated)
+    _record(uow, clock, version, action, version.status, to, actor, details)
+    return updated
+
+
+def submit(uow: UnitOfWork, clock: Clock, actor: Actor, *, version_id: str) -> Version:
+    version = get(uow, actor, version_id=version_id)
+    _require(actor, Role.DEVELOPER, Role.STORE_ADMIN, action="submit a version for review")
+    latest = latest_run(uow, version.id)
+    if version.status is VersionStatus.DRAFT and (
+        latest is None or latest.status is not RunStatus.PASSED
+    ):
+        state = latest.status.value if latest else "missing"
+        raise VersionTransitionNotAllowed(
+            f"The version cannot leave draft: its validation run is {state}"
+            + (" with blocking findings." if state == "failed" else ".")
+        )
+    return _move(
+        uow, clock, actor, version, "submit", (VersionStatus.DRAFT,), VersionStatus.IN_REVIEW
+    )
+
+
+def approve(uow: UnitOfWork, clock: Clock, actor: Actor, *, version_id: str) -> Version:
+    version = get(uow, actor, version_id=version_id)
+    _require(actor, *STAFF, action="approve versions")
+    return _move(
+        uow, clock, actor, version, "approve", (VersionStatus.IN_REVIEW,), VersionStatus.APPROVED
+    )
+
+
+def reject(uow: UnitOfWork, clock: Clock, actor: Actor, *, version_id: str, reason: str) -> Version:
+    version = get(uow, actor, version_id=version_id)
+    _require(actor, *STAFF, action="reject versions")
+    if not reason.strip():
+        raise errors.InvalidField("A rejection needs a reason.", field="reason")
+    return _move(
+        uow,
+        clock,
+        actor,
+        version,
+        "reject",
+        (VersionStatus.IN_REVIEW, VersionStatus.APPROVED),
+        VersionStatus.REJECTED,
+        {"reason": reason},
+        rejection_reason=reason,
+    )
+
+
+def _clean_targets(countries: list[str], vehicle_contexts: list[str]) -> Targets:
+    clean = []
+    for code in countries:
+        code = code.strip().upper()
+        if len(code) != 2 or pycountry.countries.get(alpha_2=code) is None:
+            raise errors.InvalidField(
+                f"{code!r} is not an ISO 3166-1 alpha-2 country code.", field="countries"
+            )
+        clean.append(code)
+    contexts = [c.strip() for c in vehicle_contexts if c.strip()]
+    if not clean:
+        raise errors.InvalidField("A release needs at least one country.", field="countries")
+    return Targets(
+        countries=tuple(dict.fromkeys(clean)), vehicle_contexts=tuple(dict.fromkeys(contexts))
+    )
+
+
+def _check_percentage(value: int) -> int:
+    if not 1 <= value <= 100:
+        raise errors.InvalidField("rollout_percentage is 1 to 100.", field="rollout_percentage")
+    return value
+
+
+def release(
+    uow: UnitOfWork,
+    clock: Clock,
+    actor: Actor,
+    *,
+    version_id: str,
+    countries: list[str],
+    vehicle_contexts: list[str],
+    rollout_percentage: int = 100,
+) -> Version:
+    """Make an approved version live in targets; older live versions of the app give up the
+    countries they share with it (when its vehicle contexts cover theirs), and a version left
+    with no country is superseded."""
+    version = get(uow, actor, version_id=version_id)
+    _require(actor, Role.STORE_ADMIN, action="release versions")
+    target = _clean_targets(countries, vehicle_contexts)
+    updated = _move(
+        uow,
+        clock,
+        actor,
+        version,
+        "release",
+        (VersionStatus.APPROVED,),
+        VersionStatus.LIVE,
+        {
+            "countries": list(target.countries),
+            "vehicle_contexts": list(target.vehicle_contexts),
+            "rollout_percentage": _check_percentage(rollout_percentage),
+        },
+        countries=target.countries,
+        vehicle_contexts=target.vehicle_contexts,
+        rollout_percentage=rollout_percentage,
+        rollout_halted=False,
+    )
+    for other in uow.versions.for_app(version.app_id):
+        if other.id == version.id or other.status is not VersionStatus.LIVE:
+            continue
+        covered = not target.vehicle_contexts or set(other.vehicle_contexts) <= set(
+            target.vehicle_contexts
+        )
+        if not covered:
+            continue
+        remaining = tuple(c for c in other.countries if c not in target.countries)
+        if remaining == other.countries:
+            continue
+        if remaining:
+            uow.versions.save(replace(other, countries=remaining, updated_at=clock.now()))
+            _record(
+                uow,
+                clock,
+                other,
+                "narrowed",
+                other.status,
+                other.status,
+                actor,
+                {"by_version": version.id, "countries": list(remaining)},
+            )
+        else:
+            _move(
+                uow,
+                clock,
+                actor,
+                other,
+                "supersede",
+                (VersionStatus.LIVE,),
+                VersionStatus.SUPERSEDED,
+                {"by_version": version.id},
+                countries=(),
+            )
+    return updated
+
+
+def set_rollout(
+    uow: UnitOfWork, clock: Clock, actor: Actor, *, version_id: str, percentage: int
+) -> Version:
+    version = get(uow, actor, version_id=version_id)
+    _require(actor, Role.STORE_ADMIN, action="change rollouts")
+    if version.status is not VersionStatus.LIVE:
+        raise VersionTransitionNotAllowed("Only a live version has a rollout.")
+    if _check_percentage(percentage) <= version.rollout_percentage:
+        raise errors.InvalidField(
+            f"A rollout only grows: {percentage}% is not above {version.rollout_percentage}%.",
+            field="rollout_percentage",
+        )
+    return _move(
+        uow,
+        clock,
+        actor,
+        version,
+        "rollout",
+        (VersionStatus.LIVE,),
+        VersionStatus.LIVE,
+        {"from": version.rollout_percentage, "to": percentage},
+        rollout_percentage=percentage,
+    )
+
+
+def halt(uow: UnitOfWork, clock: Clock, actor: Actor, *, version_id: str) -> Version:
+    version = get(uow, actor, version_id=version_id)
+    _require(actor, Role.STORE_ADMIN, action="halt rollouts")
+    if version.rollout_halted:
+        raise VersionTransitionNotAllowed("The rollout is already halted.")
+    return _move(
+        uow,
+        clock,
+        actor,
+        version,
+        "halt",
+        (VersionStatus.LIVE,),
+        VersionStatus.LIVE,
+        rollout_halted=True,
+    )
+
+
+def resume(uow: UnitOfWork, clock: Clock, actor: Actor, *, version_id: str) -> Version:
+    version = get(uow, actor, version_id=version_id)
+    _require(actor, Role.STORE_ADMIN, action="resume rollouts")
+    if not version.rollout_halted:
+        raise VersionTransitionNotAllowed("The rollout is not halted.")
+    return _move(
+        uow,
+        clock,
+        actor,
+        version,
+        "resume",
+        (VersionStatus.LIVE,),
+        VersionStatus.LIVE,
+        rollout_halted=False,
+    )
+
+
+def withdraw(
+    uow: UnitOfWork, clock: Clock, actor: Actor, *, version_id: str, reason: str = ""
+) -> Version:
+    version = get(uow, actor, version_id=version_id)
+    _require(actor, Role.STORE_ADMIN, action="withdraw versions")
+    return _move(
+        uow,
+        clock,
+        actor,
+        version,
+        "withdraw",
+        (VersionStatus.LIVE,),
+        VersionStatus.WITHDRAWN,
+        {"reason": reason},
+        countries=(),
+        vehicle_contexts=(),
+    )
+
+
+def file_issue(
+    uow: UnitOfWork, clock: Clock, actor: Actor, *, version_id: str, title: str, severity: str
+) -> StoreIssue:
+    version = get(uow, actor, version_id=version_id)
+    _require(actor, *STAFF, action="file issues")
+    if version.status is not VersionStatus.LIVE:
+        raise VersionTransitionNotAllowed("Issues are filed against live versions.")
+    if not title.strip():
+        raise errors.InvalidField("An issue needs a title.", field="title")
+    if severity not in ISSUE_SEVERITIES:
+        raise errors.InvalidField(
+            f"severity is one of {', '.join(ISSUE_SEVERITIES)}.", field="severity"
+        )
+    issue = StoreIssue(
+        id=new_id("iss"),
+        version_id=version.id,
+        title=title.strip(),
+        severity=severity,
+        status=IssueStatus.OPEN,
+        created_by=f"{actor.kind}:{actor.id}",
+        created_at=clock.now(),
+    )
+    uow.issues.add(issue)
+    _record(
+        uow,
+        clock,
+        version,
+        "issue_filed",
+        version.status,
+        version.status,
+        actor,
+        {"issue_id": issue.id, "title": issue.title, "severity": severity},
+    )
+    return issue
+
+
+def resolve_issue(uow: UnitOfWork, clock: Clock, actor: Actor, *, issue_id: str) -> StoreIssue:
+    issue = uow.issues.get(issue_id)
+    if issue is None:
+        raise errors.NotFound(f"Issue {issue_id} not found.")
+    version = get(uow, actor, version_id=issue.version_id)
+    _require(actor, *STAFF, action="resolve issues")
+    if issue.status is IssueStatus.RESOLVED:
+        raise VersionTransitionNotAllowed("The issue is already resolved.")
+    resolved = replace(issue, status=IssueStatus.RESOLVED, resolved_at=clock.now())
+    uow.issues.save(resolved)
+    _record(
+        uow,
+        clock,
+        version,
+        "issue_resolved",
+        version.status,
+        version.status,
+        actor,
+        {"issue_id": issue.id},
+    )
+    return resolved

@@ -1,0 +1,48 @@
+"""Artifact parsers: path -> facts. Pure, bounded, no database, no HTTP.
+
+:func:`inspect_file` picks the parser by kind (the file's extension); each parser raises
+:class:`appyard.core.errors.InvalidArtifact` with a reason a person can act on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Union
+
+from appyard.core.errors import InvalidArtifact
+from appyard.inspect.facts import Identity
+
+if TYPE_CHECKING:
+    from appyard.inspect.aab import AabFacts
+    from appyard.inspect.apk import ApkFacts
+    from appyard.inspect.ipa import IpaFacts
+
+Facts = Union["ApkFacts", "AabFacts", "IpaFacts"]
+
+
+def inspect_file(path: Path, kind: str | None = None) -> Facts:
+    kind = (kind or path.suffix.lstrip(".")).lower()
+    if kind == "apk":
+        from appyard.inspect.apk import inspect_apk
+
+        return inspect_apk(path)
+    if kind == "aab":
+        from appyard.inspect.aab import inspect_aab
+
+        return inspect_aab(path)
+    if kind == "ipa":
+        from appyard.inspect.ipa import inspect_ipa
+
+        return inspect_ipa(path)
+    raise InvalidArtifact(f"Unknown artifact kind {kind!r}: expected apk, aab or ipa.")
+
+
+def upload_identity(path: Path) -> tuple[Identity, bool]:
+    """The upload-time fast path for an APK: its identity, and whether it carries any
+    signature (v1 files or an APK Signing Block). Signatures are verified later, in a job."""
+    from appyard.inspect.apk import inspect_apk
+
+    facts = inspect_apk(path)
+    sig = facts.signatures
+    present = sig is not None and any(s.present for s in (sig.v1, sig.v2, sig.v3, sig.v31))
+    return facts.identity, present

@@ -1,0 +1,284 @@
+"""The build-processing job: a list of stages, each recorded as the build's ``progress``.
+
+Downloading inputs -> Inspecting (facts, identity, findings) -> Applying protection (the
+tenant's enabled transforms) -> Packaging (the output must still be a valid artifact of its
+kind) -> Signing (managed keys; skipped when the build has none) -> Uploading output.
+
+Every stage works in a private temporary directory and writes its results under keys derived
+from the build id, so running a stage twice (after a worker died) gives the same result. Each
+stage is its own short transaction; the lease is renewed between stages and by a heartbeat
+while a stage runs, and a worker that lost its lease stops without writing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from appyard.core import controls, detections, errors, jobs, signing_keys, versions
+from appyard.core.context import Services
+from appyard.core.ids import new_id
+from appyard.core.models import App, Build, Job, Stage
+from appyard.core.ports import UnitOfWork, chunked
+from appyard.core.uploads import output_key
+from appyard.pipeline import transforms
+from appyard.signing.sign import sign_aab, sign_apk
+
+log = logging.getLogger("appyard.pipeline")
+
+
+class LeaseLost(Exception):
+    """Another worker owns the job now; stop without writing anything."""
+
+
+class _Heartbeat:
+    def __init__(self, services: Services, job: Job, owner: str) -> None:
+        self.services, self.job, self.owner = services, job, owner
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name=f"lease-{job.id}")
+
+    def _run(self) -> None:
+        interval = max(1.0, self.services.lease_seconds / 3)
+        while not self._stop.wait(interval):
+            if not self.renew():
+                self.lost = True
+                return
+
+    def renew(self) -> bool:
+        s = self.services
+        with s.uow() as uow:
+            ok = jobs.renew(
+                uow, s.clock, job_id=self.job.id, owner=self.owner, lease_seconds=s.lease_seconds
+            )
+            uow.commit()
+        return ok
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _jsonable(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        value = asdict(value)
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items() if not isinstance(v, bytes)}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value if not isinstance(v, bytes)]
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)
+
+
+class BuildProcessor:
+    def __init__(self, services: Services, job: Job, owner: str) -> None:
+        self.s = services
+        self.job = job
+        self.owner = owner
+        self.heartbeat = _Heartbeat(services, job, owner)
+
+    @contextmanager
+    def stage(self, stage: Stage) -> Iterator[None]:
+        if self.heartbeat.lost or not self.heartbeat.renew():
+            raise LeaseLost()
+        with self.s.uow() as uow:
+            jobs.set_progress(uow, self.s.clock, build_id=self.job.build_id, stage=stage)
+            uow.commit()
+        log.info(
+            "job.stage job_id=%s build_id=%s stage=%r", self.job.id, self.job.build_id, stage.value
+        )
+        yield
+        if self.heartbeat.lost:
+            raise LeaseLost()
+
+    def _build(self) -> Build:
+        with self.s.uow() as uow:
+            build = uow.builds.get(self.job.build_id)
+        if build is None:
+            raise errors.NotFound(f"Build {self.job.build_id} is gone.")
+        return build
+
+    def run(self) -> None:
+        with self.heartbeat, tempfile.TemporaryDirectory(prefix="appyard-job-") as tmp:
+            try:
+                self._run(Path(tmp))
+            except LeaseLost:
+                log.warning("job.lease_lost job_id=%s", self.job.id)
+            except errors.AppyardError as exc:
+                self._fail(exc.message)
+            except Exception:
+                log.exception("job.crashed job_id=%s build_id=%s", self.job.id, self.job.build_id)
+                self._fail(
+                    f"Internal error while processing (job {self.job.build_id}); "
+                    "the server log has the details."
+                )
+
+    def _current(self, uow: UnitOfWork) -> Job:
+        current = uow.jobs.get(self.job.id)
+        if current is None or current.lease_owner != self.owner:
+            raise LeaseLost()
+        return current
+
+    def _fail(self, message: str) -> None:
+        if self.heartbeat.lost:
+            return
+        with self.s.uow() as uow:
+            try:
+                current = self._current(uow)
+            except LeaseLost:
+                return
+            jobs.fail(uow, self.s.clock, job=current, message=message)
+            versions.fail_validation(uow, self.s.clock, build_id=self.job.build_id)
+            uow.commit()
+        log.info("job.failed job_id=%s build_id=%s", self.job.id, self.job.build_id)
+
+    def _run(self, tmp: Path) -> None:
+        build = self._build()
+        kind = build.file_name.rsplit(".", 1)[1]
+        source = tmp / f"input.{kind}"
+
+        with self.stage(Stage.DOWNLOADING):
+            digest = hashlib.sha256()
+            size = 0
+            with self.s.store.open_read(build.source_key) as src, open(source, "wb") as out:
+                for chunk in chunked(src):
+                    digest.update(chunk)
+                    out.write(chunk)
+                    size += len(chunk)
+            sha256 = digest.hexdigest()
+
+        with self.stage(Stage.INSPECTING):
+            from appyard.inspect import inspect_file
+
+            facts = inspect_file(source, kind)
+            identity = facts.identity
+            with self.s.uow() as uow:
+                enabled = controls.enabled(
+                    uow,
+                    tenant_id=build.tenant_id,
+                    platform=build.platform,
+                    version=build.config_version,
+                )
+                app = uow.apps.find(build.tenant_id, build.platform, identity.identifier)
+                if app is None:
+                    app = App(
+                        id=new_id("app"),
+                        tenant_id=build.tenant_id,
+                        platform=build.platform,
+                        identifier=identity.identifier,
+                        name=identity.identifier,
+                        created_at=self.s.clock.now(),
+                    )
+                    uow.apps.add(app)
+                findings = detections.evaluate(
+                    uow, self.s.clock, build=build, facts=facts, enabled=enabled
+                )
+                jobs.record_findings(uow, build_id=build.id, findings=findings)
+                build = jobs.update_build(
+                    uow,
+                    self.s.clock,
+                    build_id=build.id,
+                    app_id=app.id,
+                    size=size,
+                    sha256=sha256,
+                    identifier=identity.identifier,
+                    version_code=identity.version_code,
+                    version_name=identity.version_name,
+                    facts=_jsonable(facts),
+                )
+                uow.commit()
+            blocking = [f for f in findings if f.severity == "blocking"]
+        if self.job.kind == versions.JOB_KIND:  # a store validation run ends here
+            self._finish_validation(passed=not blocking, signers=detections.signers_of(facts))
+            return
+        if blocking:
+            raise errors.InvalidArtifact(
+                "Blocked by detection controls: "
+                + "; ".join(f"{f.code}: {f.message}" for f in blocking)
+            )
+
+        with self.stage(Stage.PROTECTING):
+            output = transforms.apply(enabled, kind, source, tmp)
+
+        with self.stage(Stage.PACKAGING):
+            inspect_file(output, kind)  # the output must still be a valid artifact
+
+        with self.stage(Stage.SIGNING):
+            signed = False
+            if build.signing_key_id is not None:
+                output = self._sign(build, kind, output, tmp)
+                signed = True
+
+        with self.stage(Stage.UPLOADING):
+            key = output_key(build)
+            with open(output, "rb") as fh:
+                info = self.s.store.write(key, chunked(fh))
+
+        with self.s.uow() as uow:
+            jobs.succeed(
+                uow,
+                self.s.clock,
+                job=self._current(uow),
+                output_key=key,
+                output_size=info.size,
+                output_sha256=info.sha256,
+                signed=signed,
+            )
+            uow.commit()
+        log.info("job.completed job_id=%s build_id=%s bytes=%d", self.job.id, build.id, info.size)
+
+    def _sign(self, build: Build, kind: str, src: Path, tmp: Path) -> Path:
+        """Sign with the build's managed key; failures become signing_error_message."""
+        assert build.signing_key_id is not None
+        try:
+            with self.s.uow() as uow:
+                key, material = signing_keys.material(
+                    uow, self.s.sealer(), key_id=build.signing_key_id, now=self.s.clock.now()
+                )
+            out = tmp / f"signed.{kind}"
+            if kind == "apk":
+                sign_apk(src, out, material)
+            elif kind == "aab":
+                sign_aab(src, out, material)
+            else:
+                raise signing_keys.SigningKeyUnavailable(
+                    "Re-signing IPAs is not supported: appyard signs APKs and AABs."
+                )
+        except errors.AppyardError as exc:
+            with self.s.uow() as uow:
+                jobs.update_build(
+                    uow, self.s.clock, build_id=build.id, signing_error_message=exc.message
+                )
+                uow.commit()
+            raise
+        log.info("job.signed build_id=%s key_id=%s", build.id, key.id)
+        return out
+
+    def _finish_validation(self, *, passed: bool, signers: tuple[str, ...]) -> None:
+        with self.s.uow() as uow:
+            jobs.succeed(uow, self.s.clock, job=self._current(uow))
+            versions.finish_validation(
+                uow,
+                self.s.clock,
+                build_id=self.job.build_id,
+                passed=passed,
+                signer_sha256=",".join(signers) or None,
+            )
+            uow.commit()
+        log.info("version.validated build_id=%s passed=%s", self.job.build_id, passed)
+
+
+def process(services: Services, job: Job, owner: str) -> None:
+    BuildProcessor(services, job, owner).run()

@@ -1,0 +1,94 @@
+"""Builds the running shape from Settings: the only place that picks backends by URL."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from sqlalchemy import Engine
+
+from appyard.backends.db import migrate
+from appyard.backends.db.uow import SqlUnitOfWorkFactory, make_engine
+from appyard.backends.queue.embedded import EmbeddedQueue
+from appyard.backends.storage.local import LocalBlobStore
+from appyard.core.context import Services
+from appyard.core.crypto import SecretBox
+from appyard.core.ports import BlobStore, Clock, JobQueue, SystemClock
+from appyard.core.uploads import UploadPolicy
+from appyard.settings import Settings
+
+
+@dataclass(frozen=True)
+class Runtime:
+    settings: Settings
+    engine: Engine
+    services: Services
+    local_store: LocalBlobStore | None
+
+
+def upload_policy(settings: Settings) -> UploadPolicy:
+    return UploadPolicy(
+        max_size=settings.max_upload_size,
+        multipart_threshold=settings.multipart_threshold,
+        chunk_size=settings.multipart_chunk_size,
+        url_ttl=settings.signed_url_ttl,
+        expiry_seconds=settings.upload_expiry_seconds,
+    )
+
+
+def _store(settings: Settings) -> BlobStore:
+    url = urlsplit(settings.effective_storage_url)
+    if url.scheme == "file":
+        return LocalBlobStore(
+            Path(unquote(url.path)),
+            public_url=settings.effective_public_url,
+            secret=settings.secret(),
+        )
+    if url.scheme == "s3":
+        from appyard.backends.storage.s3 import S3BlobStore  # boto3 only when configured
+
+        return S3BlobStore(settings.effective_storage_url)
+    raise ValueError(f"Unsupported storage URL scheme {url.scheme!r}.")
+
+
+def _queue(settings: Settings) -> JobQueue:
+    if settings.embedded_queue:
+        return EmbeddedQueue()
+    if settings.queue_url.startswith(("redis://", "rediss://")):
+        from appyard.backends.queue.redis import RedisQueue  # redis only when configured
+
+        return RedisQueue(settings.queue_url)
+    raise ValueError(f"Unsupported queue URL {settings.queue_url!r}.")
+
+
+def _spool(settings: Settings) -> Path:
+    path = (settings.data_dir / "spool").resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.effective_database_url)
+    store = _store(settings)
+    services = Services(
+        uow=SqlUnitOfWorkFactory(engine),
+        store=store,
+        queue=_queue(settings),
+        policy=upload_policy(settings),
+        lease_seconds=settings.job_lease_seconds,
+        clock=clock or SystemClock(),
+        spool_dir=_spool(settings),
+        box=SecretBox(*settings.master_keys(), reload=settings.master_keys),
+    )
+    return Runtime(
+        settings=settings,
+        engine=engine,
+        services=services,
+        local_store=store if isinstance(store, LocalBlobStore) else None,
+    )
+
+
+def upgrade_database(runtime: Runtime) -> None:
+    migrate.upgrade(runtime.engine)

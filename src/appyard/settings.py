@@ -1,0 +1,135 @@
+"""The one Settings class. Every field mirrors an ``APPYARD_*`` environment variable.
+
+Built once by the CLI (or by tests, directly) and passed down; nothing else reads
+``os.environ``. Defaults are the embedded shape: SQLite in ``data_dir``, blobs in
+``data_dir/blobs``, the job queue inside the server process.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+GIB = 1024 * 1024 * 1024
+MIB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="APPYARD_", extra="ignore")
+
+    environment: Literal["development", "production"] = "development"
+    data_dir: Path = Path("./appyard-data")
+    # Backends, chosen by URL. Empty means the embedded default under data_dir.
+    database_url: str = ""
+    storage_url: str = ""
+    queue_url: str = "embedded:"
+    # Where clients reach this server; signed URLs of the local storage backend point here.
+    public_url: str = ""
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # Secret for signing URLs; read from (or created in) data_dir/secret.key when unset.
+    secret_key: SecretStr | None = None
+    # Master key for secrets at rest (base64 of 32 bytes); unset: data_dir/master.key (0600).
+    master_key: SecretStr | None = None
+    # Earlier master keys, comma separated, still accepted for reading during a rotation.
+    previous_master_keys: SecretStr | None = None
+    # Whether `appyard serve` also processes jobs; unset means "yes with the embedded queue".
+    run_worker: bool | None = None
+    worker_concurrency: int = Field(default=2, ge=1, le=64)
+    job_lease_seconds: int = Field(default=60, ge=5)
+    # Upload rules (protection-automation-api.txt).
+    signed_url_ttl: int = Field(default=3600, ge=1)
+    max_upload_size: int = 2 * GIB
+    multipart_threshold: int = 100 * MIB
+    multipart_chunk_size: int = 10 * MIB
+    upload_expiry_seconds: int = Field(default=3600, ge=1)
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.environment == "production" and not self.public_url:
+            raise ValueError(
+                "APPYARD_PUBLIC_URL must be set in production: signed URLs point at it."
+            )
+        if self.queue_url != "embedded:" and not self.queue_url.startswith("redis://"):
+            raise ValueError("APPYARD_QUEUE_URL must be 'embedded:' or a redis:// URL.")
+        scheme = urlsplit(self.storage_url).scheme if self.storage_url else "file"
+        if scheme not in ("file", "s3"):
+            raise ValueError("APPYARD_STORAGE_URL must be a file:// or s3:// URL.")
+        return self
+
+    # -- derived values ----------------------------------------------------------------------
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'appyard.db').resolve()}"
+
+    @property
+    def effective_storage_url(self) -> str:
+        return self.storage_url or (self.data_dir / "blobs").resolve().as_uri()
+
+    @property
+    def effective_public_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def embedded_queue(self) -> bool:
+        return self.queue_url == "embedded:"
+
+    @property
+    def serve_runs_worker(self) -> bool:
+        return self.embedded_queue if self.run_worker is None else self.run_worker
+
+    def master_keys(self) -> tuple[bytes, ...]:
+        """The current master key first, then keys still accepted for reading."""
+        if self.master_key is not None:
+            current = base64.b64decode(self.master_key.get_secret_value())
+            older = [
+                base64.b64decode(k)
+                for k in (
+                    self.previous_master_keys.get_secret_value()
+                    if self.previous_master_keys
+                    else ""
+                ).split(",")
+                if k.strip()
+            ]
+            return (current, *older)
+        path = self.data_dir / "master.key"
+        _create_secret_file(path, lambda: base64.b64encode(secrets.token_bytes(32)).decode())
+        keys = [base64.b64decode(path.read_text().strip())]
+        pending = self.data_dir / "master.key.next"  # a rotation under way: seal with it
+        if pending.exists():
+            keys.insert(0, base64.b64decode(pending.read_text().strip()))
+        return tuple(keys)
+
+    def secret(self) -> bytes:
+        """The URL-signing secret: from settings, else ``data_dir/secret.key`` (made 0600)."""
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value().encode()
+        path = self.data_dir / "secret.key"
+        _create_secret_file(path, lambda: secrets.token_urlsafe(48))
+        return path.read_text().strip().encode()
+
+
+def _create_secret_file(path: Path, make: Callable[[], str]) -> None:
+    """Create ``path`` (mode 0600) with a fresh secret unless it exists; race-free."""
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(make())
+    try:
+        os.link(tmp, path)  # atomic: a concurrent creator's file wins, never a torn one
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
