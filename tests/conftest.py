@@ -159,8 +159,13 @@ KEYS = FIXTURES / "keys"
 RELEASE_KEY = ("release.p12", "fixture-release", "release")  # file, password, alias
 
 
-def add_signing_key(runtime: Runtime, tenant_id: str, key: tuple[str, str, str] = RELEASE_KEY,
-                    name: str = "release key", default: bool = True) -> str:
+def add_signing_key(
+    runtime: Runtime,
+    tenant_id: str,
+    key: tuple[str, str, str] = RELEASE_KEY,
+    name: str = "release key",
+    default: bool = True,
+) -> str:
     """A managed signing key from tests/fixtures/keys; returns its id."""
     from appyard.core import signing_keys
     from appyard.core.models import Platform
@@ -168,9 +173,18 @@ def add_signing_key(runtime: Runtime, tenant_id: str, key: tuple[str, str, str] 
     svc = runtime.services
     with svc.uow() as uow:
         made = signing_keys.create_from_bytes(
-            uow, svc.clock, svc.sealer(), tenant_id=tenant_id, name=name,
-            platform=Platform.ANDROID, data=(KEYS / key[0]).read_bytes(), password=key[1],
-            alias=key[2], created_by="test", make_default=default)
+            uow,
+            svc.clock,
+            svc.sealer(),
+            tenant_id=tenant_id,
+            name=name,
+            platform=Platform.ANDROID,
+            data=(KEYS / key[0]).read_bytes(),
+            password=key[1],
+            alias=key[2],
+            created_by="test",
+            make_default=default,
+        )
         uow.commit()
     return made.id
 

@@ -85,10 +85,21 @@ def wait_done(client: httpx.Client, job_id: str, timeout: float = 120) -> dict[s
 
 def test_multipart_upload_of_100_mb_or_more(server: Server, tmp_path: Path) -> None:
     """A 105 MB APK through multipart parts; the tenant's managed key signs the output."""
-    added = server.admin("add-signing-key", "--tenant", "default", "--name", "release",
-                         "--keystore", str(KEYS / "release.p12"), "--alias", "release",
-                         "--password-env", "KEYSTORE_PASSWORD", "--json",
-                         env={"KEYSTORE_PASSWORD": "fixture-release"})
+    added = server.admin(
+        "add-signing-key",
+        "--tenant",
+        "default",
+        "--name",
+        "release",
+        "--keystore",
+        str(KEYS / "release.p12"),
+        "--alias",
+        "release",
+        "--password-env",
+        "KEYSTORE_PASSWORD",
+        "--json",
+        env={"KEYSTORE_PASSWORD": "fixture-release"},
+    )
     assert added.returncode == 0, added.stderr
     assert json.loads(added.stdout)["default"] is True
     path = tmp_path / "app-release.apk"
@@ -127,17 +138,22 @@ def test_multipart_upload_of_100_mb_or_more(server: Server, tmp_path: Path) -> N
         assert done["status"] == "completed", done.get("error_message")
         dl = api.get(f"/automate/download/{ticket['job_id']}").json()
         protected = tmp_path / "protected.apk"
-        with httpx.stream("GET", dl["download_url"], timeout=60) as out, open(
-            protected, "wb"
-        ) as fh:
+        with (
+            httpx.stream("GET", dl["download_url"], timeout=60) as out,
+            open(protected, "wb") as fh,
+        ):
             assert out.status_code == 200
             for chunk in out.iter_bytes():
                 fh.write(chunk)
     with zipfile.ZipFile(protected) as zf:
         assert zf.getinfo("assets/big.bin").file_size >= 105 * 1024 * 1024
     need(shutil.which("apksigner") is not None, "apksigner is needed to check the signature")
-    checked = subprocess.run(["apksigner", "verify", "--print-certs", str(protected)],
-                             capture_output=True, text=True, timeout=120)
+    checked = subprocess.run(
+        ["apksigner", "verify", "--print-certs", str(protected)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert checked.returncode == 0, checked.stderr
     assert "CN=Appyard Fixture Release" in checked.stdout
 

@@ -151,16 +151,18 @@ def db_current(ctx: typer.Context) -> None:
 def inspect_artifact(
     file: Annotated[Path, typer.Argument(help="an .apk, .aab or .ipa")],
     as_json: Annotated[bool, typer.Option("--json", help="one JSON document")] = False,
-    version: Annotated[str, typer.Option(help="configuration version whose default controls "
-                                              "run")] = "production",
+    version: Annotated[
+        str, typer.Option(help="configuration version whose default controls run")
+    ] = "production",
     include_bytes: Annotated[bool, typer.Option(help="include icons (base64) in --json")] = False,
 ) -> None:
     """Print an artifact's facts and findings; exit 1 when a finding is blocking, 2 when the
     file is not a valid artifact."""
     from appyard.cli.inspect_cmd import run_inspect
 
-    raise typer.Exit(run_inspect(file, as_json=as_json, version=version,
-                                 include_bytes=include_bytes))
+    raise typer.Exit(
+        run_inspect(file, as_json=as_json, version=version, include_bytes=include_bytes)
+    )
 
 
 @app.command("sign")
@@ -170,17 +172,27 @@ def sign(
     keystore: Annotated[Path, typer.Option(help="JKS, PKCS#12 or PEM (key + certificates)")],
     alias: Annotated[str, typer.Option(help="key alias")],
     password_env: Annotated[str, typer.Option(help="variable holding the store password")],
-    key_password_env: Annotated[str | None, typer.Option(
-        help="variable holding the key password, when it differs")] = None,
-    schemes: Annotated[str | None, typer.Option(
-        help="v1,v2,v3 (default: chosen from minSdk as apksigner does)")] = None,
+    key_password_env: Annotated[
+        str | None, typer.Option(help="variable holding the key password, when it differs")
+    ] = None,
+    schemes: Annotated[
+        str | None, typer.Option(help="v1,v2,v3 (default: chosen from minSdk as apksigner does)")
+    ] = None,
 ) -> None:
     """Align and sign an APK (v1/v2/v3) or an AAB (JAR), outside the server."""
     from appyard.cli.sign_cmd import run_sign
 
-    raise typer.Exit(run_sign(src, dst, keystore=keystore, alias=alias,
-                              password_env=password_env, key_password_env=key_password_env,
-                              schemes=schemes))
+    raise typer.Exit(
+        run_sign(
+            src,
+            dst,
+            keystore=keystore,
+            alias=alias,
+            password_env=password_env,
+            key_password_env=key_password_env,
+            schemes=schemes,
+        )
+    )
 
 
 def main() -> None:

@@ -15,7 +15,6 @@ from appyard.core import versions
 from appyard.core.models import Build, Finding, Severity
 from appyard.core.ports import Clock, UnitOfWork
 
-
 # Controls about the input's own signature: moot when appyard re-signs the output.
 RESIGNED_MOOT = frozenset({"unsigned_apk", "signature_invalid", "debug_certificate"})
 

@@ -208,5 +208,5 @@ class SafeZip:
             raise InvalidArtifact(
                 f"The {self.kind} entry {name!r} has no local header.", reason="bad_entry"
             )
-        name_len, extra_len = struct.unpack("<HH", header[26:30])
-        return info.header_offset + 30 + name_len + extra_len
+        name_len, extra_len = (int(v) for v in struct.unpack("<HH", header[26:30]))
+        return int(info.header_offset) + 30 + name_len + extra_len

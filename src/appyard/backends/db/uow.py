@@ -302,9 +302,7 @@ class BuildRepo(_Repo):
     ) -> list[Build]:
         q = (
             select(t.builds)
-            .where(
-                t.builds.c.tenant_id == tenant_id, t.builds.c.config_version == version.value
-            )
+            .where(t.builds.c.tenant_id == tenant_id, t.builds.c.config_version == version.value)
             .order_by(t.builds.c.start_time.desc())
             .offset(offset)
             .limit(limit)

@@ -18,8 +18,15 @@ import pytest
 from fastapi.testclient import TestClient
 
 from appyard.app import create_app
-from appyard.core import identity, tenants
-from appyard.core.models import JobState, LimitOverrides, Plan, TokenKind
+from appyard.core import controls, identity, tenants
+from appyard.core.models import (
+    ConfigVersion,
+    JobState,
+    LimitOverrides,
+    Plan,
+    Platform,
+    TokenKind,
+)
 from appyard.runtime import Runtime
 from appyard.worker import Worker
 from tests.conftest import FIXTURES, FakeClock, TenantKey, add_signing_key, make_tenant, need
@@ -556,7 +563,8 @@ def padded_apk(tmp_path: Path, size: int) -> bytes:
 def test_multipart_upload_complete_and_abort(
     client: TestClient, small_parts: Runtime, me: Caller, tmp_path: Path
 ) -> None:
-    data = padded_apk(tmp_path, 1_200_000)
+    data = padded_apk(tmp_path, 1_200_000)  # unsigned: the tenant's managed key signs it
+    add_signing_key(small_parts, me.tenant_id)
     ticket = request_upload(client, me, file_size=len(data)).json()
     assert set(ticket) == {
         "multipart",
@@ -593,7 +601,8 @@ def test_multipart_upload_complete_and_abort(
     assert done == {"message": "Upload completed successfully"}
     failed(call(client, me, "complete_multipart_upload", {**where, "parts": parts}), 409)
     assert work(small_parts)
-    assert build_of(client, me, ticket["start_time"])["success"] is True
+    built = build_of(client, me, ticket["start_time"])
+    assert built["success"] is True, (built["error_message"], built["status_message"])
 
     second = request_upload(client, me, file_size=len(data)).json()
     where = {"file_path": second["file_path"], "upload_id": second["upload_id"]}
@@ -898,9 +907,19 @@ def test_delete_a_signing_key(client: TestClient, runtime: Runtime, me: Caller) 
 def test_sign_a_build_with_the_applications_signing_file(
     client: TestClient, runtime: Runtime, me: Caller, tmp_path: Path
 ) -> None:
+    with runtime.services.uow() as uow:  # unsigned production builds pass; they get signed later
+        controls.set_controls(
+            uow,
+            tenant_id=me.tenant_id,
+            platform=Platform.ANDROID,
+            version=ConfigVersion.PRODUCTION,
+            enable=[],
+            disable=["unsigned_apk"],
+        )
+        uow.commit()
     ticket = uploaded(client, runtime, me, apk=UNSIGNED_APK)
     build = build_of(client, me, ticket["start_time"])
-    assert build["signed"] is False
+    assert build["success"] is True and build["signed"] is False
     sign = {"platform": "android", "name": build["name"], "start_time": build["start_time"]}
     failed(call(client, me, "sign_application_build", sign), 400, "signing_file.missing")
 
