@@ -4,17 +4,16 @@ are form posts (store CI, distribution)."""
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 
 from starlette.requests import Request
 from streaming_form_data import StreamingFormDataParser
 from streaming_form_data.targets import BaseTarget, ValueTarget
 
 from appyard.core import errors
+from appyard.core.spool import HashedFile
 
 MAX_FIELD = 64 * 1024
 
@@ -24,32 +23,42 @@ class FormTooLarge(errors.UploadTooLarge):
 
 
 class _FileTarget(BaseTarget):  # type: ignore[misc]
-    def __init__(self, path: Path, limit: int) -> None:
+    """Collects what the parser hands over; :meth:`flush` hashes and writes it off the loop."""
+
+    def __init__(self, name: str, path: Path, limit: int) -> None:
         super().__init__()
+        self.name = name
         self.path = path
         self.limit = limit
         self.size = 0
-        self.digest = hashlib.sha256()
-        self._fh: BinaryIO | None = None
+        self.file: HashedFile | None = None
+        self._queued: list[bytes] = []
 
     def on_start(self) -> None:
-        self._fh = open(self.path, "wb")
+        if self.file is not None:
+            raise errors.InvalidField(f"The form carries the file part {self.name!r} twice.")
+        self.file = HashedFile(self.path)
 
     def on_data_received(self, chunk: bytes) -> None:
         self.size += len(chunk)
         if self.size > self.limit:
             raise FormTooLarge(f"The file is larger than the {self.limit} bytes allowed.")
-        self.digest.update(chunk)
-        assert self._fh is not None
-        self._fh.write(chunk)
+        self._queued.append(chunk)
 
-    def on_finish(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
+    async def flush(self) -> None:
+        queued, self._queued = self._queued, []
+        if self.file is not None:
+            for chunk in queued:
+                await self.file.awrite(chunk)
 
     def close(self) -> None:
-        if self._fh is not None and not self._fh.closed:
-            self._fh.close()
+        if self.file is not None:
+            self.file.close()
+
+    def discard(self) -> None:
+        if self.file is not None:
+            self.file.discard()
+        self.path.unlink(missing_ok=True)
 
 
 class _BoundedValue(ValueTarget):  # type: ignore[misc]
@@ -96,7 +105,7 @@ async def stream_form(
     targets: dict[str, _FileTarget] = {}
     values: dict[str, ValueTarget] = {}
     for name in file_fields:
-        targets[name] = _FileTarget(spool_dir / f"form-{secrets.token_hex(8)}", max_size)
+        targets[name] = _FileTarget(name, spool_dir / f"form-{secrets.token_hex(8)}", max_size)
         parser.register(name, targets[name])
     for name in text_fields:
         values[name] = _BoundedValue()
@@ -109,23 +118,27 @@ async def stream_form(
                 raise
             except Exception as exc:  # malformed multipart body
                 raise errors.InvalidField(f"Malformed multipart/form-data body ({exc}).") from None
+            for target in targets.values():
+                await target.flush()
+        for target in targets.values():
+            await target.flush()
     except BaseException:
         for target in targets.values():
-            target.close()
-            target.path.unlink(missing_ok=True)
+            target.discard()
         raise
     form = Form()
     for name, target in targets.items():
-        target.close()
-        if target._started:
+        if target.file is not None:
+            sha = target.file.hexdigest()
+            target.close()
             form.files[name] = SpooledFile(
                 path=target.path,
                 size=target.size,
-                sha256=target.digest.hexdigest(),
+                sha256=sha,
                 filename=target.multipart_filename or "",
             )
         else:
-            target.path.unlink(missing_ok=True)
+            target.discard()
     for name, value in values.items():
         if value.value:
             form.fields[name] = value.value.decode("utf-8", "replace")

@@ -30,6 +30,7 @@ from typing import Any, BinaryIO
 from appyard.core import errors
 from appyard.core.models import Part
 from appyard.core.ports import BlobInfo
+from appyard.core.spool import HashedFile
 
 _KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._()+ \-]*(/[A-Za-z0-9_][A-Za-z0-9._()+ \-]*)*$")
 _UPLOAD_ID = re.compile(r"^[a-f0-9]{32}$")
@@ -142,18 +143,17 @@ class LocalBlobStore:
 
     def write(self, key: str, chunks: Iterable[bytes]) -> BlobInfo:
         final = self.path(key)
-        digest = hashlib.sha256()
-        size = 0
-        with self._atomic(final) as (fh, tmp):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        out = HashedFile(final.parent / f".tmp-{secrets.token_hex(8)}")
+        try:
             for chunk in chunks:
-                digest.update(chunk)
-                fh.write(chunk)
-                size += len(chunk)
-            fh.flush()
-            os.replace(tmp, final)
-        return BlobInfo(
-            key=key, size=size, etag=etag_of(digest.hexdigest()), sha256=digest.hexdigest()
-        )
+                out.write(chunk)
+            sha = out.hexdigest()
+            out.close()
+            os.replace(out.path, final)
+        finally:
+            out.discard()  # only removes the temporary file when something failed
+        return BlobInfo(key=key, size=out.size, etag=etag_of(sha), sha256=sha)
 
     def adopt(self, key: str, path: Path) -> BlobInfo:
         """Move a finished file into the store (same filesystem: a rename, no copy)."""
@@ -241,35 +241,41 @@ class LocalBlobStore:
 
 
 class StreamingWrite:
-    """Bytes fed in pieces, hashed as they come, published atomically by :meth:`commit`."""
+    """Bytes fed in pieces, hashed as they come, published atomically by :meth:`commit`.
+
+    :meth:`afeed` overlaps hashing and writing with receiving (see :mod:`appyard.core.spool`).
+    """
 
     def __init__(self, final: Path, *, overwrite: bool = False) -> None:
         self.final = final
         self.overwrite = overwrite
         final.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = final.parent / f".tmp-{secrets.token_hex(8)}"
-        self.fh: BinaryIO = open(self.tmp, "xb")
-        self.digest = hashlib.sha256()
-        self.size = 0
+        self.file = HashedFile(final.parent / f".tmp-{secrets.token_hex(8)}")
+
+    @property
+    def size(self) -> int:
+        return self.file.size
 
     def feed(self, chunk: bytes) -> None:
-        self.digest.update(chunk)
-        self.fh.write(chunk)
-        self.size += len(chunk)
+        self.file.write(chunk)
+
+    async def afeed(self, chunk: bytes) -> None:
+        await self.file.awrite(chunk)
 
     def commit(self) -> BlobInfo:
         """Publish; Conflict if the object exists and this writer may not overwrite it."""
-        self.fh.close()
-        sha = self.digest.hexdigest()
+        sha = self.file.hexdigest()
+        self.file.close()
+        tmp = self.file.path
         try:
             if self.overwrite:
-                os.replace(self.tmp, self.final)
+                os.replace(tmp, self.final)
             else:
-                os.link(self.tmp, self.final)  # fails if the key already holds an object
+                os.link(tmp, self.final)  # fails if the key already holds an object
         except FileExistsError:
             raise errors.Conflict("An object was already uploaded to this URL.") from None
         finally:
-            self.tmp.unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
         if self.overwrite:  # parts: remember size and ETag beside the data
             meta = self.final.with_suffix(".json")
             number = int(self.final.stem)
@@ -277,5 +283,4 @@ class StreamingWrite:
         return BlobInfo(key=self.final.name, size=self.size, etag=etag_of(sha), sha256=sha)
 
     def discard(self) -> None:
-        self.fh.close()
-        self.tmp.unlink(missing_ok=True)
+        self.file.discard()

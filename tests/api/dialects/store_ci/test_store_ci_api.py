@@ -173,6 +173,18 @@ def test_missing_apk_part_is_422(store: Store) -> None:
     assert r.status_code == 422 and "apk" in r.json()["error"]
 
 
+def test_two_apk_parts_are_refused_and_leave_nothing_behind(store: Store) -> None:
+    apk = (FIXTURES / "fixture-release-v1v2v3.apk").read_bytes()
+    r = store.client.post(
+        "/portal/api/uploads/ci",
+        files=[("apk", ("a.apk", apk)), ("apk", ("b.apk", apk))],
+        headers=store.ci,
+    )
+    assert r.status_code == 400 and "twice" in r.json()["error"]
+    assert list(store.runtime.services.spool_dir.glob("form-*")) == []
+    assert store.upload(FIXTURES / "fixture-release-v1v2v3.apk").status_code == 201  # no draft
+
+
 def test_other_key_upgrade_gets_a_blocking_signer_changed_finding(store: Store) -> None:
     first = store.upload(FIXTURES / "fixture-release-v1v2v3.apk").json()["version"]["id"]
     store.validate()
