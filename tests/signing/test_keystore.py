@@ -37,6 +37,7 @@ from appyard.signing.keystore import (
     load_keystore_bytes,
     load_pem,
 )
+from tests.conftest import need
 
 KEYS = Path(__file__).resolve().parents[1] / "fixtures" / "keys"
 
@@ -64,8 +65,17 @@ FIXTURE_KEYS = {
         "RSA",
     ),
 }
-KEY_TYPES = [*FIXTURE_KEYS, "rsa-pem"]
+# Made at test time, so the matrix covers both key types in every container:
+# name -> (alias, certificate subject as apksigner prints it, algorithm)
+GENERATED_KEYS = {
+    # EC P-256 in a JKS written by keytool itself
+    "ec-jks": ("ecjks", "CN=Appyard Test EC JKS, O=Appyard Tests, C=US", "EC"),
+    # EC P-256 PEM key + a chain of two PEM certificates (leaf issued by an RSA CA)
+    "ec-pem-chain": ("ecleaf", "CN=Appyard Test EC Leaf, O=Appyard Tests, C=US", "EC"),
+}
+KEY_TYPES = [*FIXTURE_KEYS, "rsa-pem", *GENERATED_KEYS]
 PEM_PASSWORD = "pem-password"
+GENERATED_PASSWORD = "generated-password"
 
 Key = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
@@ -86,17 +96,109 @@ def export_pem(material: SigningMaterial, directory: Path) -> tuple[Path, Path]:
     return key_path, cert_path
 
 
+def _name(cn: str) -> x509.Name:
+    # ASN.1 order C, O, CN: Java (apksigner, jarsigner) prints it as "CN=..., O=..., C=..."
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.COUNTRY_NAME, "US"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Appyard Tests"),
+            x509.NameAttribute(NameOID.COMMON_NAME, cn),
+        ]
+    )
+
+
+def make_ec_jks_with_keytool(tmp: Path) -> Path:
+    """An EC P-256 key pair in a JKS keystore made by keytool (the reference tool)."""
+    keytool = shutil.which("keytool")
+    need(keytool is not None, "keytool (a JDK) is not installed")
+    assert keytool is not None
+    path = tmp / "ec.jks"
+    path.unlink(missing_ok=True)
+    alias, subject_dn, _algorithm = GENERATED_KEYS["ec-jks"]
+    subprocess.run(
+        [
+            keytool, "-genkeypair", "-keystore", str(path), "-storetype", "JKS",
+            "-storepass", GENERATED_PASSWORD, "-keypass", GENERATED_PASSWORD,
+            "-alias", alias, "-keyalg", "EC", "-groupname", "secp256r1",
+            "-sigalg", "SHA256withECDSA", "-dname", subject_dn, "-validity", "3650",
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return path
+
+
+def make_ec_pem_chain(tmp: Path) -> tuple[Path, Path]:
+    """An EC P-256 leaf key (encrypted PKCS#8 PEM) and its chain (leaf, RSA CA) as PEM."""
+    now = datetime.now(UTC)
+    ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(_name("Appyard Test CA"))
+        .issuer_name(_name("Appyard Test CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    leaf_key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(_name("Appyard Test EC Leaf"))
+        .issuer_name(ca.subject)
+        .public_key(leaf_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key_path, chain_path = tmp / "ec-leaf.key.pem", tmp / "ec-chain.crt.pem"
+    key_path.write_bytes(
+        leaf_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(GENERATED_PASSWORD.encode()),
+        )
+    )
+    chain_path.write_bytes(
+        leaf.public_bytes(serialization.Encoding.PEM) + ca.public_bytes(serialization.Encoding.PEM)
+    )
+    return key_path, chain_path
+
+
 def load_key_type(name: str, tmp: Path) -> SigningMaterial:
-    """One of KEY_TYPES; ``rsa-pem`` is release.p12 exported to a PEM pair in ``tmp``."""
+    """One of KEY_TYPES; ``rsa-pem`` is release.p12 exported to a PEM pair in ``tmp``, the
+    GENERATED_KEYS are made in ``tmp``."""
     if name == "rsa-pem":
         key_path, cert_path = export_pem(load_key_type("rsa-p12", tmp), tmp)
         return load_pem(key_path, cert_path, key_password=PEM_PASSWORD, alias="release")
+    if name == "ec-jks":
+        path = make_ec_jks_with_keytool(tmp)
+        return load_keystore(path, password=GENERATED_PASSWORD, alias=GENERATED_KEYS[name][0])
+    if name == "ec-pem-chain":
+        key_path, chain_path = make_ec_pem_chain(tmp)
+        return load_pem(
+            key_path, chain_path, key_password=GENERATED_PASSWORD, alias=GENERATED_KEYS[name][0]
+        )
     file, password, alias, _subject, _algorithm = FIXTURE_KEYS[name]
     return load_keystore(KEYS / file, password=password, alias=alias)
 
 
+def _key_facts(name: str) -> tuple[str, str, str]:
+    """(alias, subject, algorithm) of one of KEY_TYPES."""
+    if name in GENERATED_KEYS:
+        return GENERATED_KEYS[name]
+    _file, _password, alias, subject_dn, algorithm = FIXTURE_KEYS[
+        "rsa-p12" if name == "rsa-pem" else name
+    ]
+    return alias, subject_dn, algorithm
+
+
 def expected_subject(name: str) -> str:
-    return FIXTURE_KEYS["rsa-p12" if name == "rsa-pem" else name][3]
+    return _key_facts(name)[1]
 
 
 def make_key(kind: str = "rsa") -> Key:
@@ -186,9 +288,10 @@ def subject(material: SigningMaterial) -> str:
 def test_fixture_keys_open_with_their_password_and_alias(name: str, tmp_path: Path) -> None:
     material = load_key_type(name, tmp_path)
 
-    assert subject(material) == expected_subject(name)
-    assert material.key_algorithm == FIXTURE_KEYS["rsa-p12" if name == "rsa-pem" else name][4]
-    assert material.alias == FIXTURE_KEYS["rsa-p12" if name == "rsa-pem" else name][2]
+    alias, subject_dn, algorithm = _key_facts(name)
+    assert subject(material) == subject_dn
+    assert material.key_algorithm == algorithm
+    assert material.alias == alias
     assert material.certificate.public_key() == material.private_key.public_key()
 
 
@@ -456,3 +559,15 @@ def test_every_refusal_is_one_catchable_bad_request() -> None:
         assert issubclass(error, SigningKeyInvalid)
         assert issubclass(error, BadRequest)
         assert error.code.startswith("signing_key.")
+
+
+def test_jks_made_by_a_current_keytool_opens_and_checks_the_key_password(tmp_path: Path) -> None:
+    # JDK 9+ keytool writes the JKS key protector without algorithm parameters
+    path = make_ec_jks_with_keytool(tmp_path)
+
+    material = load_keystore(path, password=GENERATED_PASSWORD, alias="ecjks")
+    assert material.key_algorithm == "EC"
+    with pytest.raises(WrongPassword) as caught:
+        load_keystore(path, password=GENERATED_PASSWORD, alias="ecjks", key_password="wrong!")
+    assert caught.value.details["which"] == "key"
+    assert "wrong!" not in str(caught.value.to_dict())

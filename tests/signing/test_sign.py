@@ -24,11 +24,12 @@ from functools import cache
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from appyard.core.errors import BadRequest, InvalidArtifact
 from appyard.signing.align import align_apk, check_alignment
-from appyard.signing.keystore import SigningMaterial
+from appyard.signing.keystore import SigningMaterial, load_keystore
 from appyard.signing.sign import (
     UnsupportedScheme,
     choose_schemes,
@@ -41,7 +42,13 @@ from appyard.signing.v1_sign import UnsupportedMinSdk
 from appyard.signing.verify import verify_apk, verify_jar
 from tests.conftest import SHARED, need, shared_path
 from tests.signing.test_align import assert_aligned
-from tests.signing.test_keystore import KEY_TYPES, expected_subject, load_key_type
+from tests.signing.test_keystore import (
+    KEY_TYPES,
+    expected_subject,
+    load_key_type,
+    make_cert,
+    write_p12,
+)
 
 GENERATED_APKS = [
     "fixture-unsigned.apk",
@@ -178,10 +185,21 @@ def signing_block_ids(path: Path) -> list[int]:
     return ids
 
 
+class Materials(dict[str, SigningMaterial]):
+    """Every key type, opened (or made: keytool for ec-jks) on first use, once per module."""
+
+    def __init__(self, tmp: pytest.TempPathFactory) -> None:
+        super().__init__()
+        self._tmp = tmp
+
+    def __missing__(self, name: str) -> SigningMaterial:
+        self[name] = material = load_key_type(name, self._tmp.mktemp(name))
+        return material
+
+
 @pytest.fixture(scope="module")
 def materials(tmp_path_factory: pytest.TempPathFactory) -> dict[str, SigningMaterial]:
-    tmp = tmp_path_factory.mktemp("keys")
-    return {name: load_key_type(name, tmp) for name in KEY_TYPES}
+    return Materials(tmp_path_factory)
 
 
 # --- every fixture x every key --------------------------------------------------------------------
@@ -407,12 +425,13 @@ def _flip(path: Path, offset: int) -> None:
     path.write_bytes(data)
 
 
+@pytest.mark.parametrize("key_type", ["rsa-p12", "ec-pem-chain"])
 @pytest.mark.parametrize("where", ["entry", "central_directory", "signing_block"])
 def test_apksigner_rejects_a_flipped_byte(
-    where: str, materials: dict[str, SigningMaterial], tmp_path: Path
+    where: str, key_type: str, materials: dict[str, SigningMaterial], tmp_path: Path
 ) -> None:
     out = tmp_path / "signed.apk"
-    sign_apk(fixture("generated/fixture-unsigned.apk"), out, materials["rsa-p12"], min_sdk=24)
+    sign_apk(fixture("generated/fixture-unsigned.apk"), out, materials[key_type], min_sdk=24)
     data = out.read_bytes()
     eocd = data.rfind(b"PK\x05\x06")
     cd_offset = struct.unpack_from("<I", data, eocd + 16)[0]
@@ -431,6 +450,47 @@ def test_apksigner_rejects_a_flipped_byte(
 
     assert not apksigner_verify(out, "--min-sdk-version", "24").ok
     assert not verify_apk(out, min_sdk=24).verified
+
+
+def test_unsigned_apk_is_refused_by_both_verifiers(tmp_path: Path) -> None:
+    src = fixture("generated/fixture-unsigned.apk")
+
+    assert not apksigner_verify(src).ok
+    ours = verify_apk(src, min_sdk=reference_min_sdk("generated/fixture-unsigned.apk", tmp_path))
+    assert not ours.verified and ours.errors
+
+
+def test_v1_signed_output_tampered_in_an_entry_is_refused_by_both(
+    materials: dict[str, SigningMaterial], tmp_path: Path
+) -> None:
+    """v1+v2+v3 output (minSdk < 24): flip a byte of classes.dex, verify for all versions."""
+    out = tmp_path / "signed.apk"
+    sign_apk(fixture("generated/fixture-unsigned.apk"), out, materials["ec-jks"], min_sdk=21)
+    assert apksigner_verify(out).ok and verify_apk(out, min_sdk=21).verified
+    with zipfile.ZipFile(out) as zf:
+        dex = zf.getinfo("classes.dex")
+    _flip(out, dex.header_offset + 30 + len("classes.dex") + dex.compress_size // 2)
+
+    assert not apksigner_verify(out).ok
+    assert not verify_apk(out, min_sdk=21).verified
+
+
+def test_rsa_4096_key_signs_like_apksigner_expects(tmp_path: Path) -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=4096)
+    cert = make_cert(key, cn="Appyard Test RSA 4096")
+    store = write_p12(tmp_path / "rsa4096.p12", key, [cert], password="pw-4096", alias="big")
+    material = load_keystore(store, password="pw-4096", alias="big")
+    out = tmp_path / "signed.apk"
+
+    sign_apk(fixture("generated/fixture-native-libs.apk"), out, material)
+
+    report = apksigner_verify(out)
+    assert report.ok, report.output
+    assert report.signers == [("CN=Appyard Test RSA 4096", cert_sha256(material))]
+    assert "Signer #1 key size (bits): 4096" in report.output
+    assert verify_apk(out, min_sdk=min_sdk_of(out)).verified
+    assert zipalign_ok(out)
+    assert_aligned(out)
 
 
 def test_corrupt_entry_is_refused_not_signed(

@@ -6,6 +6,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from appyard.core.controls import ProtectionOptions
 from appyard.core.crypto import SecretBox
 from appyard.core.ports import BlobStore, Clock, JobQueue, SystemClock, UnitOfWorkFactory
 from appyard.core.uploads import UploadPolicy
@@ -22,6 +23,8 @@ class Services:
     box: SecretBox | None = None  # seals secrets at rest (signing keys)
     # Where request bodies are streamed before core takes them (same disk as local blobs).
     spool_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
+    # Server-wide settings of the protection transforms (strip patterns, external protector).
+    protection: ProtectionOptions = field(default_factory=ProtectionOptions)
 
     def sealer(self) -> SecretBox:
         if self.box is None:

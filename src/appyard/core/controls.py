@@ -15,6 +15,30 @@ from appyard.core.models import ConfigVersion, Platform
 from appyard.core.ports import UnitOfWork
 
 ALL_VERSIONS = tuple(ConfigVersion)
+RELEASE_VERSIONS = (ConfigVersion.STAGING, ConfigVersion.PRODUCTION)
+
+# Debug-only content a release need not carry (fnmatch patterns on entry names; ``*`` also
+# matches ``/``). Code, resources, the manifest and native libraries are never removed,
+# whatever the patterns say (see ``appyard.pipeline.transforms.PROTECTED``).
+DEFAULT_STRIP_PATTERNS: tuple[str, ...] = (
+    "*.kotlin_module",
+    "META-INF/*.version",
+    "DebugProbesKt.bin",
+    "kotlin-tooling-metadata.json",
+    "META-INF/maven/*",
+    "META-INF/proguard/*",
+)
+
+
+@dataclass(frozen=True)
+class ProtectionOptions:
+    """Server-wide settings of the protection transforms (``APPYARD_STRIP_PATTERNS``,
+    ``APPYARD_PROTECTOR_COMMAND``, ``APPYARD_PROTECTOR_TIMEOUT_SECONDS``)."""
+
+    strip_patterns: tuple[str, ...] = DEFAULT_STRIP_PATTERNS
+    # argv template with {input} and {output}; split like a shell would, never run by one
+    protector_command: str = ""
+    protector_timeout_seconds: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -26,7 +50,32 @@ class ControlSpec:
     default_versions: tuple[ConfigVersion, ...]  # enabled by default for these versions
 
 
+# Catalog order is the order the pipeline applies them: alignment stays last before signing.
 PROTECTION_CONTROLS: tuple[ControlSpec, ...] = (
+    ControlSpec(
+        id="protect.strip_debug",
+        kind="protection",
+        platforms=(Platform.ANDROID,),
+        title="Remove debug-only metadata (configurable patterns; never code, resources, "
+        "the manifest or native libraries)",
+        default_versions=RELEASE_VERSIONS,
+    ),
+    ControlSpec(
+        id="protect.external",
+        kind="protection",
+        platforms=(Platform.ANDROID, Platform.IOS),
+        title="Run the server's external protector command (APPYARD_PROTECTOR_COMMAND; "
+        "nothing happens when it is not set)",
+        default_versions=RELEASE_VERSIONS,
+    ),
+    ControlSpec(
+        id="protect.integrity",
+        kind="protection",
+        platforms=(Platform.ANDROID,),
+        title="Add a signed integrity manifest (SHA-256 of every entry, signed with the "
+        "build's signing key) at assets/appyard-integrity.json",
+        default_versions=(),
+    ),
     ControlSpec(
         id="protect.zipalign",
         kind="protection",

@@ -25,10 +25,11 @@ from typing import Any
 from appyard.core import controls, detections, errors, jobs, signing_keys, versions
 from appyard.core.context import Services
 from appyard.core.ids import new_id
-from appyard.core.models import App, Build, Job, Stage
+from appyard.core.models import App, Build, Job, SigningKey, Stage
 from appyard.core.ports import UnitOfWork, chunked
 from appyard.core.uploads import output_key
 from appyard.pipeline import transforms
+from appyard.signing.keystore import SigningMaterial
 from appyard.signing.sign import sign_aab, sign_apk
 
 log = logging.getLogger("appyard.pipeline")
@@ -88,6 +89,7 @@ class BuildProcessor:
         self.job = job
         self.owner = owner
         self.heartbeat = _Heartbeat(services, job, owner)
+        self._key: tuple[SigningKey, SigningMaterial] | None = None
 
     @contextmanager
     def stage(self, stage: Stage) -> Iterator[None]:
@@ -210,7 +212,12 @@ class BuildProcessor:
             )
 
         with self.stage(Stage.PROTECTING):
-            output = transforms.apply(enabled, kind, source, tmp)
+            context = transforms.TransformContext(
+                workdir=tmp,
+                options=self.s.protection,
+                signing_material=lambda: self._signing_material(build),
+            )
+            output = transforms.apply(enabled, kind, source, context)
 
         with self.stage(Stage.PACKAGING):
             inspect_file(output, kind)  # the output must still be a valid artifact
@@ -239,14 +246,34 @@ class BuildProcessor:
             uow.commit()
         log.info("job.completed job_id=%s build_id=%s bytes=%d", self.job.id, build.id, info.size)
 
+    def _signing_material(self, build: Build) -> SigningMaterial | None:
+        """The build's managed key, opened once (the integrity manifest and the signature
+        use the same key); failures become signing_error_message."""
+        if build.signing_key_id is None:
+            return None
+        if self._key is None:
+            try:
+                with self.s.uow() as uow:
+                    self._key = signing_keys.material(
+                        uow, self.s.sealer(), key_id=build.signing_key_id, now=self.s.clock.now()
+                    )
+            except errors.AppyardError as exc:
+                self._signing_failed(build, exc)
+                raise
+        return self._key[1]
+
+    def _signing_failed(self, build: Build, exc: errors.AppyardError) -> None:
+        with self.s.uow() as uow:
+            jobs.update_build(
+                uow, self.s.clock, build_id=build.id, signing_error_message=exc.message
+            )
+            uow.commit()
+
     def _sign(self, build: Build, kind: str, src: Path, tmp: Path) -> Path:
         """Sign with the build's managed key; failures become signing_error_message."""
-        assert build.signing_key_id is not None
+        material = self._signing_material(build)
+        assert material is not None and self._key is not None
         try:
-            with self.s.uow() as uow:
-                key, material = signing_keys.material(
-                    uow, self.s.sealer(), key_id=build.signing_key_id, now=self.s.clock.now()
-                )
             out = tmp / f"signed.{kind}"
             if kind == "apk":
                 sign_apk(src, out, material)
@@ -257,13 +284,9 @@ class BuildProcessor:
                     "Re-signing IPAs is not supported: appyard signs APKs and AABs."
                 )
         except errors.AppyardError as exc:
-            with self.s.uow() as uow:
-                jobs.update_build(
-                    uow, self.s.clock, build_id=build.id, signing_error_message=exc.message
-                )
-                uow.commit()
+            self._signing_failed(build, exc)
             raise
-        log.info("job.signed build_id=%s key_id=%s", build.id, key.id)
+        log.info("job.signed build_id=%s key_id=%s", build.id, self._key[0].id)
         return out
 
     def _finish_validation(self, *, passed: bool, signers: tuple[str, ...]) -> None:

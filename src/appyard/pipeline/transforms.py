@@ -1,42 +1,378 @@
 """Protection transforms: each is a control id (``protect.*``) and a function in -> out.
 
-The processing pipeline applies the enabled ones in catalog order. Each reads its input file
-and writes a new output file; none modifies its input, so a stage is safe to run twice.
+The processing pipeline applies the enabled ones in catalog order (``core.controls``):
+``protect.strip_debug``, ``protect.external``, ``protect.integrity``, then
+``protect.zipalign`` last, right before signing. Each reads its input file and writes a new
+output file; none modifies its input, so a stage is safe to run twice. Entries are streamed
+(copied raw, never recompressed); only the central directory is held in memory.
+docs/protection.md describes every transform, its control and its defaults.
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import fnmatch
+import hashlib
+import json
+import logging
+import os
+import shlex
 import shutil
+import signal
+import subprocess
+import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
-Transform = Callable[[Path, Path], None]
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from appyard.core import errors
+from appyard.core.controls import ProtectionOptions
+from appyard.signing.align import (
+    OffsetWriter,
+    copy_entries,
+    end_of_central_directory,
+    read_layout,
+    replacing,
+    write_entry,
+)
+from appyard.signing.keystore import SigningMaterial
+from appyard.signing.v1_sign import is_signature_file
+from appyard.signing.zipmeta import NotAZip, find_zip_sections, iter_uncompressed_data
+
+log = logging.getLogger("appyard.pipeline")
+
+INTEGRITY_MANIFEST = "assets/appyard-integrity.json"
+INTEGRITY_SIGNATURE = "assets/appyard-integrity.json.jws"
+INTEGRITY_FORMAT = "appyard-integrity/1"
 
 
-def _zipalign(src: Path, dst: Path) -> None:
+class ProtectionFailed(errors.AppyardError):
+    """A protection transform failed."""
+
+    code, status = "protection.failed", 422
+
+
+class IntegrityNeedsSigningKey(ProtectionFailed):
+    """protect.integrity needs the build's signing key, and the build has none."""
+
+    code = "protection.integrity_needs_signing_key"
+
+
+class ProtectorFailed(ProtectionFailed):
+    """The external protector failed."""
+
+    code = "protection.protector_failed"
+
+
+@dataclass
+class TransformContext:
+    """What a transform may use besides its input: a scratch directory, the server's
+    options and, loaded on first use, the signing key the build will be signed with."""
+
+    workdir: Path
+    options: ProtectionOptions = field(default_factory=ProtectionOptions)
+    signing_material: Callable[[], SigningMaterial | None] = lambda: None
+
+
+Transform = Callable[[Path, Path, TransformContext], None]
+
+
+# --- rewriting an archive ---------------------------------------------------------------------
+
+
+def _rewrite(
+    src: Path,
+    dst: Path,
+    *,
+    keep: Callable[[str], bool],
+    extra: list[tuple[str, bytes]] | None = None,
+) -> None:
+    """Copy the entries ``keep`` accepts raw (their alignment kept), then add ``extra``."""
+    with open(src, "rb") as fh:
+        layout = read_layout(fh)
+        with replacing(dst) as raw:
+            out = OffsetWriter(raw)
+            records = copy_entries(fh, layout, out, keep=lambda e: keep(e.name))
+            for name, data in extra or ():
+                records.append(write_entry(out, name, data))
+            cd_offset = out.offset
+            cd = b"".join(records)
+            out.write(cd)
+            out.write(
+                end_of_central_directory(
+                    entry_count=len(records),
+                    cd_size=len(cd),
+                    cd_offset=cd_offset,
+                    comment=layout.comment,
+                )
+            )
+
+
+# --- protect.zipalign -------------------------------------------------------------------------
+
+
+def _zipalign(src: Path, dst: Path, ctx: TransformContext) -> None:
     from appyard.signing.align import align_apk
 
     align_apk(src, dst)
 
 
+# --- protect.strip_debug ----------------------------------------------------------------------
+
+PROTECTED = (
+    "AndroidManifest.xml",
+    "classes*.dex",
+    "resources.arsc",
+    "res/*",
+    "lib/*",
+    "assets/*",
+)
+"""Never removed, whatever the patterns: code, resources, the manifest, native libraries."""
+
+
+def is_protected(name: str) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in PROTECTED)
+
+
+def strippable(name: str, patterns: tuple[str, ...]) -> bool:
+    """Whether ``protect.strip_debug`` removes the entry ``name``."""
+    if is_protected(name) or is_signature_file(name):
+        return False
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def _strip_debug(src: Path, dst: Path, ctx: TransformContext) -> None:
+    patterns = ctx.options.strip_patterns
+    removed: list[str] = []
+
+    def keep(name: str) -> bool:
+        if strippable(name, patterns):
+            removed.append(name)
+            return False
+        return True
+
+    _rewrite(src, dst, keep=keep)
+    log.info("protect.strip_debug removed=%d names=%s", len(removed), ",".join(removed[:20]))
+
+
+# --- protect.integrity ------------------------------------------------------------------------
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def listed_in_integrity_manifest(name: str) -> bool:
+    """Entries the manifest covers: every file except JAR signature files (the signer
+    rewrites them) and the integrity manifest and its signature themselves."""
+    return (
+        not name.endswith("/")
+        and not is_signature_file(name)
+        and name not in (INTEGRITY_MANIFEST, INTEGRITY_SIGNATURE)
+    )
+
+
+def integrity_manifest(path: Path) -> bytes:
+    """The manifest of ``path``: canonical JSON, entries sorted by name, streamed hashing."""
+    entries = []
+    with open(path, "rb") as fh:
+        layout = read_layout(fh)
+        for entry in layout.entries:
+            if not listed_in_integrity_manifest(entry.name):
+                continue
+            digest = hashlib.sha256()
+            for chunk in iter_uncompressed_data(fh, entry, layout.sections.cd_offset):
+                digest.update(chunk)
+            entries.append(
+                {"name": entry.name, "size": entry.uncompressed_size, "sha256": digest.hexdigest()}
+            )
+    entries.sort(key=lambda e: str(e["name"]))
+    document = {"format": INTEGRITY_FORMAT, "algorithm": "sha256", "entries": entries}
+    return json.dumps(document, indent=1, sort_keys=True).encode() + b"\n"
+
+
+def detached_jws(payload: bytes, material: SigningMaterial) -> bytes:
+    """A JWS (RFC 7515) compact serialization with a detached payload (Appendix F):
+    ``header..signature``; RS256 for RSA keys, ES256 for EC P-256; ``x5c`` is the chain."""
+    key = material.private_key
+    header = {
+        "alg": "RS256" if isinstance(key, rsa.RSAPrivateKey) else "ES256",
+        "typ": "appyard-integrity+jws",
+        "x5c": [
+            base64.b64encode(c.public_bytes(Encoding.DER)).decode() for c in material.cert_chain
+        ],
+        "x5t#S256": _b64url(
+            hashlib.sha256(material.certificate.public_bytes(Encoding.DER)).digest()
+        ),
+    }
+    protected = _b64url(json.dumps(header, separators=(",", ":"), sort_keys=True).encode())
+    signing_input = f"{protected}.{_b64url(payload)}".encode("ascii")
+    if isinstance(key, rsa.RSAPrivateKey):
+        signature = key.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
+    else:
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        r, s = decode_dss_signature(key.sign(signing_input, ec.ECDSA(hashes.SHA256())))
+        signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    return f"{protected}..{_b64url(signature)}".encode("ascii")
+
+
+def _integrity(src: Path, dst: Path, ctx: TransformContext) -> None:
+    material = ctx.signing_material()
+    if material is None:
+        raise IntegrityNeedsSigningKey(
+            "protect.integrity signs its manifest with the build's signing key, and this build "
+            "has none: choose a signing key for the build or disable protect.integrity."
+        )
+    manifest = integrity_manifest(src)
+    signature = detached_jws(manifest, material)
+    _rewrite(
+        src,
+        dst,
+        keep=lambda name: name not in (INTEGRITY_MANIFEST, INTEGRITY_SIGNATURE),
+        extra=[(INTEGRITY_MANIFEST, manifest), (INTEGRITY_SIGNATURE, signature)],
+    )
+
+
+# --- protect.external -------------------------------------------------------------------------
+
+_STDERR_TAIL = 600
+
+
+def _clean_env() -> dict[str, str]:
+    """The protector's environment: ours without appyard's own settings (secrets among them)."""
+    return {k: v for k, v in os.environ.items() if not k.upper().startswith("APPYARD_")}
+
+
+def _tail(path: Path, secrets: list[str], replacements: dict[str, str]) -> str:
+    """The last lines of a log file, bounded, with secrets and temporary paths replaced."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, path.stat().st_size - 4 * _STDERR_TAIL))
+            text = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    for old, new in replacements.items():
+        text = text.replace(old, new)
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    tail = " | ".join(lines[-3:])
+    return tail[-_STDERR_TAIL:]
+
+
+def _external(src: Path, dst: Path, ctx: TransformContext) -> None:
+    template = ctx.options.protector_command
+    if not template:
+        log.info("protect.external skipped reason=no_command")
+        shutil.copyfile(src, dst)
+        return
+    kind = src.suffix  # ".apk", ".aab", ".ipa"
+    work = ctx.workdir / "protector"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    given, produced = work / f"input{kind}", work / f"output{kind}"
+    shutil.copyfile(src, given)
+    try:
+        parts = shlex.split(template)
+    except ValueError as exc:
+        raise ProtectorFailed(f"APPYARD_PROTECTOR_COMMAND cannot be parsed: {exc}.") from None
+    argv = [p.replace("{input}", str(given)).replace("{output}", str(produced)) for p in parts]
+    # Arguments other than the program and the placeholders may be licence keys: never shown.
+    secrets = [p for p in parts[1:] if "{input}" not in p and "{output}" not in p and len(p) >= 6]
+    program = os.path.basename(parts[0]) if parts else "?"
+    timeout = ctx.options.protector_timeout_seconds
+    stdout_path, stderr_path = work / "stdout.log", work / "stderr.log"
+    started = time.monotonic()
+    with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
+        try:
+            proc = subprocess.Popen(  # the operator's configured command, never a shell
+                argv,
+                cwd=work,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                env=_clean_env(),
+                start_new_session=True,  # its own process group: a timeout kills all of it
+            )
+        except OSError as exc:
+            raise ProtectorFailed(
+                f"The external protector {program!r} could not be started: {exc.strerror}."
+            ) from None
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise ProtectorFailed(
+                f"The external protector {program!r} did not finish within {timeout:g} seconds "
+                "and was stopped."
+            ) from None
+        finally:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)  # leftovers of a finished command
+    replacements = {str(given): "{input}", str(produced): "{output}", str(work): "."}
+    log.info(
+        "protect.external program=%s exit=%d seconds=%.2f",
+        program,
+        code,
+        time.monotonic() - started,
+    )
+    if code != 0:
+        detail = _tail(stderr_path, secrets, replacements) or _tail(
+            stdout_path, secrets, replacements
+        )
+        how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
+        raise ProtectorFailed(
+            f"The external protector {program!r} {how}" + (f": {detail}" if detail else ".")
+        )
+    if not produced.is_file() or produced.stat().st_size == 0:
+        raise ProtectorFailed(
+            f"The external protector {program!r} exited with status 0 but wrote no output "
+            "file at {output}."
+        )
+    try:
+        with open(produced, "rb") as fh:
+            find_zip_sections(fh)
+    except NotAZip:
+        raise ProtectorFailed(
+            f"The external protector {program!r} wrote an output that is not a zip archive "
+            f"(an {kind.lstrip('.').upper()} is one)."
+        ) from None
+    shutil.move(produced, dst)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+# --- the list ---------------------------------------------------------------------------------
+
 TRANSFORMS: dict[str, tuple[tuple[str, ...], Transform]] = {
     # control id: (kinds it applies to, function)
+    "protect.strip_debug": (("apk",), _strip_debug),
+    "protect.external": (("apk", "aab", "ipa"), _external),
+    "protect.integrity": (("apk",), _integrity),
     "protect.zipalign": (("apk",), _zipalign),
 }
 
 
-def apply(control_ids: list[str], kind: str, src: Path, workdir: Path) -> Path:
-    """Apply the enabled transforms for ``kind``; returns the path of the final file."""
+def apply(control_ids: list[str], kind: str, src: Path, ctx: TransformContext) -> Path:
+    """Apply the enabled transforms for ``kind`` in the order of ``TRANSFORMS`` (alignment
+    last); returns the path of the final file (a new file, never ``src``)."""
     current = src
-    for index, control_id in enumerate(control_ids):
-        entry = TRANSFORMS.get(control_id)
-        if entry is None or kind not in entry[0]:
+    enabled = set(control_ids)
+    for index, (control_id, (kinds, function)) in enumerate(TRANSFORMS.items()):
+        if control_id not in enabled or kind not in kinds:
             continue
-        out = workdir / f"step{index}-{control_id}.{kind}"
-        entry[1](current, out)
+        out = ctx.workdir / f"step{index}-{control_id}.{kind}"
+        function(current, out, ctx)
         current = out
     if current == src:
-        out = workdir / f"output.{kind}"
+        out = ctx.workdir / f"output.{kind}"
         shutil.copyfile(src, out)
         current = out
     return current

@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from asn1crypto import pkcs12 as asn1_pkcs12
 from cryptography import x509
@@ -231,6 +232,7 @@ def _open_jks(
 ) -> tuple[object, list[x509.Certificate], str]:
     import jks  # lazily: pyjks pulls in pycryptodome, and only JKS files need it
     import jks.util
+    from pyasn1.error import PyAsn1Error
 
     try:
         store = jks.KeyStore.loads(data, password, try_decrypt_keys=False)
@@ -244,7 +246,7 @@ def _open_jks(
     name = _pick_alias(alias, sorted(keys))
     entry = keys[name]
     try:
-        entry.decrypt(key_password if key_password is not None else password)
+        pkcs8 = _decrypt_jks_key(entry, key_password if key_password is not None else password)
     except (
         jks.util.DecryptionFailureException,
         jks.util.BadHashCheckException,
@@ -253,14 +255,29 @@ def _open_jks(
         raise WrongPassword(
             f"The key password for alias {name!r} is wrong.", which="key", alias=name
         ) from None
-    except jks.util.KeystoreException as exc:
+    except (jks.util.KeystoreException, PyAsn1Error) as exc:
         raise KeystoreUnreadable(f"The key under alias {name!r} cannot be read ({exc}).") from None
     try:
-        key = serialization.load_der_private_key(entry.pkey_pkcs8, password=None)
+        key = serialization.load_der_private_key(pkcs8, password=None)
         chain = [x509.load_der_x509_certificate(der) for _type, der in entry.cert_chain]
     except ValueError as exc:
         raise KeystoreUnreadable(f"The key under alias {name!r} cannot be read ({exc}).") from None
     return key, chain, name
+
+
+def _decrypt_jks_key(entry: Any, password: str) -> bytes:
+    """The entry's PKCS#8 key. JDK 9+ keytool writes the Sun JKS key protector's
+    AlgorithmIdentifier without parameters (older JDKs wrote NULL), which pyjks cannot read:
+    that algorithm takes no parameters, so decrypt it directly; anything else goes to pyjks."""
+    from jks import sun_crypto
+    from pyasn1.codec.der import decoder
+    from pyasn1_modules import rfc5208
+
+    info = decoder.decode(entry._encrypted, asn1Spec=rfc5208.EncryptedPrivateKeyInfo())[0]
+    if info["encryptionAlgorithm"]["algorithm"].asTuple() == sun_crypto.SUN_JKS_ALGO_ID:
+        return bytes(sun_crypto.jks_pkey_decrypt(info["encryptedData"].asOctets(), password))
+    entry.decrypt(password)
+    return bytes(entry.pkey_pkcs8)
 
 
 def _pick_alias(alias: str | None, available: list[str]) -> str:
