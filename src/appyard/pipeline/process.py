@@ -123,8 +123,8 @@ class BuildProcessor:
             except Exception:
                 log.exception("job.crashed job_id=%s build_id=%s", self.job.id, self.job.build_id)
                 self._fail(
-                    f"Internal error while processing (job {self.job.build_id}); "
-                    "the server log has the details."
+                    "Internal error while processing; the server log has the details "
+                    f"(search for job_id={self.job.id})."
                 )
 
     def _current(self, uow: UnitOfWork) -> Job:
