@@ -12,6 +12,11 @@ memory means the two are close), and checks every output with ``apksigner verify
 
 from __future__ import annotations
 
+# isort: off
+import _path  # noqa: F401  (first: see bench/_path.py)
+
+# isort: on
+
 import argparse
 import os
 import random

@@ -27,6 +27,11 @@ See bench/README.md.
 
 from __future__ import annotations
 
+# isort: off
+import _path  # noqa: F401  (first: see bench/_path.py)
+
+# isort: on
+
 import argparse
 import contextlib
 import datetime as dt
@@ -46,8 +51,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
-
-sys.path.append(str(Path(__file__).resolve().parent))  # after the stdlib (see bench/README.md)
 
 from _common import (
     MB,

@@ -167,6 +167,7 @@ ATTR_IDS = {
     "debuggable": 0x0101000F,
     "exported": 0x01010010,
     "authorities": 0x01010018,
+    "drawable": 0x01010199,
     "targetActivity": 0x01010202,
     "minSdkVersion": 0x0101020C,
     "versionCode": 0x0101021B,

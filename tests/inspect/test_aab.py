@@ -16,6 +16,7 @@ import pytest
 
 from appyard.core.errors import InvalidArtifact
 from appyard.inspect.aab import AabFacts, BundleModule, inspect_aab
+from tests.conftest import need
 from tests.inspect.conftest import (
     badging,
     dedup,
@@ -294,9 +295,9 @@ def test_a_bundle_with_a_binary_xml_manifest_is_invalid(tmp_path: Path) -> None:
 # --- live aapt2 -------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(AAPT2 is None, reason="aapt2 is not installed")
 @pytest.mark.parametrize("name", AABS)
 def test_live_aapt2_badging_agrees_for_every_module(name: str, tmp_path: Path) -> None:
+    need(AAPT2 is not None, "aapt2 is not installed")
     assert AAPT2 is not None
     path = load_fixture(name).path
     for module in facts(name).modules:
@@ -340,8 +341,8 @@ def _variants(tmp_path: Path) -> list[Path]:
     return out
 
 
-@pytest.mark.skipif(JARSIGNER is None, reason="jarsigner is not installed")
 def test_live_jarsigner_agrees_on_changed_bundles(tmp_path: Path) -> None:
+    need(JARSIGNER is not None, "jarsigner is not installed")
     assert JARSIGNER is not None
     for path in _variants(tmp_path):
         run = subprocess.run(
@@ -351,3 +352,15 @@ def test_live_jarsigner_agrees_on_changed_bundles(tmp_path: Path) -> None:
         signature = inspect_aab(path).jar_signature
         assert signature is not None
         assert signature.verified is verified, (path.name, run.stdout + run.stderr)
+
+
+def test_native_abis_are_collected_over_every_module(tmp_path: Path) -> None:
+    source = load_fixture("fixture-bundle.aab").path
+    path = rewrite_zip(source, tmp_path / "native.aab", {})
+    with zipfile.ZipFile(path, "a") as zf:
+        zf.writestr("base/lib/arm64-v8a/libapp.so", b"\x7fELF")
+        zf.writestr("base/lib/armeabi-v7a/libapp.so", b"\x7fELF")
+        zf.writestr("base/lib/x86_64/", b"")  # a folder entry alone is no library
+    f = inspect_aab(path, verify_signatures=False)
+    assert f.native_abis == ("arm64-v8a", "armeabi-v7a")
+    assert f.modules[0].native_abis == ("arm64-v8a", "armeabi-v7a")

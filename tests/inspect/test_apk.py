@@ -6,6 +6,7 @@ from __future__ import annotations
 import struct
 import subprocess
 import zipfile
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -15,10 +16,13 @@ import pytest
 from appyard.core.errors import InvalidArtifact
 from appyard.inspect.apk import ApkFacts, inspect_apk
 from appyard.inspect.arsc import ArscTable
+from tests.conftest import FIXTURES, need
 from tests.inspect.conftest import (
+    E,
     dedup,
     fixture_names,
     load_fixture,
+    make_axml,
     rewrite_zip,
     thirdparty,
     tool,
@@ -149,17 +153,112 @@ def test_launcher_activity_abis_and_debuggable_match_aapt(name: str) -> None:
 
 @pytest.mark.parametrize("name", APKS)
 def test_signatures_match_apksigner(name: str) -> None:
+    """apksigner verify --verbose --print-certs at the APK's own minSdk: verdict, the schemes
+    it verified with, and every signer certificate (DN, CN, fingerprints, key)."""
     fixture = load_fixture(name)
     if name == "empty-unsigned.apk":
         pytest.skip("no manifest to read (see test_empty_zip_is_invalid_...)")
     f = inspect_apk(fixture.path)
-    if f.signatures is None:
-        pytest.xfail("appyard.signing.verify is not installed yet")
+    assert f.signatures is not None
     apksigner = fixture.expected["apksigner"]
-    assert f.signatures.verified is apksigner["verifies"]
-    assert [c.sha256 for c in f.signatures.signers] == [
-        s["cert_sha256"] for s in apksigner["signers"]
+    assert f.signatures.verified is apksigner["verifies"], f.signatures.errors
+    if apksigner["verifies"]:
+        for scheme in ("v1", "v2", "v3"):
+            assert f.signatures.schemes[scheme] is apksigner["schemes"][scheme], scheme
+    got = [
+        (c.dn, c.cn, c.sha256, c.sha1, c.key_algorithm, c.key_size) for c in f.signatures.signers
     ]
+    want = [
+        (s["dn"], s["cn"], s["cert_sha256"], s["cert_sha1"], s["key_algorithm"], s["key_size"])
+        for s in apksigner["signers"]
+    ]
+    assert got == want
+    for cert in f.signatures.signers:
+        assert cert.is_debug is (cert.dn == "CN=Android Debug, O=Android, C=US")
+        assert cert.not_before < cert.not_after
+
+
+@pytest.mark.parametrize("name", APKS)
+def test_entries_match_zipinfo(name: str) -> None:
+    fixture = load_fixture(name)
+    if name == "empty-unsigned.apk":
+        pytest.skip("no manifest to read (see test_empty_zip_is_invalid_...)")
+    zipinfo = fixture.expected["zipinfo"]
+    assert fixture.path.stat().st_size == fixture.expected["size"]
+    assert facts(name).entries == zipinfo["entries"]
+
+
+@pytest.mark.parametrize(
+    ("name", "pem"),
+    [
+        ("fixture-release-v1v2v3.apk", "release.pem"),
+        ("fixture-debug-signed.apk", "debug.pem"),
+        ("fixture-otherkey-vc2.apk", "other.pem"),
+    ],
+)
+def test_certificate_details_match_openssl(name: str, pem: str) -> None:
+    """Subject, issuer, validity and SHA-256 of the signer as ``openssl x509`` prints them
+    for the key the fixture was signed with."""
+    openssl = tool("openssl")
+    need(openssl is not None, "openssl is not installed")
+    assert openssl is not None
+    out = subprocess.run(
+        [
+            openssl,
+            "x509",
+            "-in",
+            str(FIXTURES / "keys" / pem),
+            "-noout",
+            "-subject",
+            "-issuer",
+            "-startdate",
+            "-enddate",
+            "-fingerprint",
+            "-sha256",
+            "-nameopt",
+            "RFC2253",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
+    fields = dict(line.split("=", 1) for line in out.splitlines())
+    f = inspect_apk(load_fixture(name).path)
+    assert f.signatures is not None
+    (cert,) = f.signatures.signers
+    assert cert.dn == fields["subject"].replace(",", ", ")  # RFC 2253: most specific first
+    assert cert.issuer == fields["issuer"].replace(",", ", ")
+    assert cert.sha256 == fields["sha256 Fingerprint"].replace(":", "").lower()
+    assert cert.not_before == _openssl_date(fields["notBefore"])
+    assert cert.not_after == _openssl_date(fields["notAfter"])
+    assert cert.is_debug is (pem == "debug.pem")
+
+
+def _openssl_date(text: str) -> datetime:
+    return datetime.strptime(text, "%b %d %H:%M:%S %Y %Z").replace(tzinfo=UTC)
+
+
+def test_rotation_lineage_is_in_the_facts() -> None:
+    f = inspect_apk(thirdparty("golden-aligned-v1v2v3-lineage-out.apk"))
+    assert f.signatures is not None and f.signatures.verified
+    assert [c.cn for c in f.signatures.lineage] == ["rsa-2048", "rsa-2048_2"]
+    assert [c.cn for c in f.signatures.signers] == ["rsa-2048_2"]
+    assert f.signatures.v3.verified and f.signatures.v3_signers[0].lineage == f.signatures.lineage
+
+
+def test_signatures_are_checked_for_the_apks_own_min_sdk() -> None:
+    # v3 only with minSdk 23: apksigner (and appyard) refuse it, there is no v1 for API 23
+    f = inspect_apk(thirdparty("golden-aligned-v3-out.apk"))
+    assert f.manifest.min_sdk == 23
+    assert f.signatures is not None
+    assert f.signatures.min_sdk == 23
+    assert not f.signatures.verified
+    assert f.signatures.v3.present and not f.signatures.v1.present
+
+
+def test_facts_without_signature_checks_have_no_signatures() -> None:
+    assert facts("fixture-release-v1v2v3.apk").signatures is None
 
 
 # --- what aapt cannot read --------------------------------------------------------------------
@@ -251,6 +350,38 @@ def test_adaptive_icon_falls_back_to_a_legacy_png_that_exists() -> None:
     assert any("missing" in w for w in f.warnings)
 
 
+def test_adaptive_icon_uses_its_png_foreground(tmp_path: Path) -> None:
+    # the fixture's table names res/mipmap-anydpi-v26/icon.xml but the zip lacks it: add a
+    # real adaptive-icon XML whose layers are the fixture's own mipmap PNGs
+    source = thirdparty("org.sajeg.fallingblocks_3.apk")
+    adaptive = make_axml(
+        E(
+            "adaptive-icon",
+            children=[
+                E("background", {"drawable": ("@", 0x7F0A0001)}),  # @mipmap/icon_background
+                E("foreground", {"drawable": ("@", 0x7F0A0002)}),  # @mipmap/icon_foreground
+            ],
+        )
+    )
+    patched = rewrite_zip(source, tmp_path / "adaptive.apk", {})
+    with zipfile.ZipFile(patched, "a") as zf:
+        zf.writestr("res/mipmap-anydpi-v26/icon.xml", adaptive)
+    if AAPT is not None:  # aapt reads the XML we wrote as an adaptive icon with both layers
+        tree = subprocess.run(
+            [AAPT, "dump", "xmltree", str(patched), "res/mipmap-anydpi-v26/icon.xml"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert "E: adaptive-icon" in tree and "@0x7f0a0002" in tree
+
+    f = inspect_apk(patched, verify_signatures=False)
+    assert f.icon is not None
+    assert (f.icon.path, f.icon.source) == ("res/mipmap/icon_foreground.png", "adaptive-foreground")
+    with zipfile.ZipFile(source) as zf:
+        assert f.icon.png == zf.read("res/mipmap/icon_foreground.png")
+
+
 def test_apk_without_icon_has_none() -> None:
     assert inspect_apk(thirdparty("two-signers.apk"), verify_signatures=False).icon is None
 
@@ -275,9 +406,9 @@ def test_unaligned_debug_build_lists_its_misaligned_entries() -> None:
     assert alignment.misaligned == ("res/drawable/ic_launcher.png", "resources.arsc")
 
 
-@pytest.mark.skipif(ZIPALIGN is None, reason="zipalign is not installed")
 @pytest.mark.parametrize("name", APKS)
 def test_alignment_agrees_with_zipalign(name: str) -> None:
+    need(ZIPALIGN is not None, "zipalign is not installed")
     fixture = load_fixture(name)
     if not fixture.expected["aapt"]["ok"]:
         pytest.skip("zipalign and aapt read the same zips")
@@ -298,11 +429,11 @@ def test_alignment_agrees_with_zipalign(name: str) -> None:
 # --- live aapt --------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(AAPT is None, reason="aapt is not installed")
 @pytest.mark.parametrize("name", APKS)
 def test_live_aapt_badging_agrees(name: str) -> None:
     from tests.inspect.conftest import badging
 
+    need(AAPT is not None, "aapt is not installed")
     fixture = load_fixture(name)
     assert AAPT is not None
     live = badging(AAPT, fixture.path)

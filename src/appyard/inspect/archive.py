@@ -6,9 +6,11 @@ person can act on), refuses entry names that are absolute or climb out with ``..
 duplicate names, and bounds every decompression: by an absolute byte budget per entry and
 by a ratio of decompressed to compressed size (zip bombs).
 
-Bounds (documented in docs/inspection.md):
+Bounds (documented in docs/inspection-android.md):
 
-* at most ``MAX_ENTRIES`` entries in the central directory;
+* at most ``MAX_ENTRIES`` entries and ``MAX_CENTRAL_DIRECTORY_BYTES`` of central directory,
+  checked from the end-of-central-directory record before :mod:`zipfile` builds its index
+  (so memory for the index is bounded whatever the size of the file);
 * :meth:`SafeZip.read` returns at most ``limit`` bytes (default ``DEFAULT_READ_LIMIT``) and
   refuses an entry whose declared or actual size is larger, or whose actual decompression
   ratio exceeds ``MAX_RATIO`` once past ``RATIO_GRACE`` bytes;
@@ -30,6 +32,7 @@ from typing import IO, BinaryIO
 from appyard.core.errors import ArtifactTooLarge, InvalidArtifact
 
 MAX_ENTRIES = 200_000
+MAX_CENTRAL_DIRECTORY_BYTES = 16 * 1024 * 1024
 DEFAULT_READ_LIMIT = 64 * 1024 * 1024
 MAX_RATIO = 200
 RATIO_GRACE = 1024 * 1024
@@ -43,6 +46,42 @@ def _bad_name(name: str) -> bool:
     return any(p == ".." for p in parts) or "\x00" in name
 
 
+_EOCD = b"PK\x05\x06"
+_EOCD_SIZE = 22
+_ZIP64_LOCATOR = b"PK\x06\x07"
+_ZIP64_EOCD = b"PK\x06\x06"
+
+
+def _directory_size(fh: BinaryIO) -> tuple[int, int] | None:
+    """(entries, central directory bytes) as the end records declare them, or None when no
+    end record is found (zipfile then says why the file is not a zip)."""
+    fh.seek(0, os.SEEK_END)
+    size = fh.tell()
+    tail_start = max(0, size - (_EOCD_SIZE + 0xFFFF))
+    fh.seek(tail_start)
+    tail = fh.read()
+    at = tail.rfind(_EOCD)
+    if at < 0 or len(tail) - at < _EOCD_SIZE:
+        return None
+    entries, cd_size = struct.unpack_from("<HI", tail, at + 10)
+    if entries != 0xFFFF and cd_size != 0xFFFFFFFF:
+        return int(entries), int(cd_size)
+    locator = tail_start + at - 20
+    if locator < 0:
+        return int(entries), int(cd_size)
+    fh.seek(locator)
+    loc = fh.read(20)
+    if len(loc) < 20 or loc[:4] != _ZIP64_LOCATOR:
+        return int(entries), int(cd_size)
+    (record_at,) = struct.unpack_from("<Q", loc, 8)
+    fh.seek(min(record_at, size))
+    record = fh.read(56)
+    if len(record) < 56 or record[:4] != _ZIP64_EOCD:
+        return int(entries), int(cd_size)
+    entries64, cd_size64 = struct.unpack_from("<QQ", record, 32)
+    return int(entries64), int(cd_size64)
+
+
 class SafeZip:
     """Read-only, bounded access to a zip archive on disk."""
 
@@ -52,6 +91,9 @@ class SafeZip:
         self._fh: BinaryIO | None = None
         try:
             self._fh = open(self.path, "rb")
+            declared = _directory_size(self._fh)
+            if declared is not None:
+                self._refuse_large_directory(*declared)
             self._zf = zipfile.ZipFile(self._fh)
             infos = self._zf.infolist()
         except (
@@ -89,6 +131,21 @@ class SafeZip:
                     reason="duplicate_entry",
                 )
             self._infos[info.filename] = info
+
+    def _refuse_large_directory(self, entries: int, cd_size: int) -> None:
+        if entries > MAX_ENTRIES:
+            self.close()
+            raise InvalidArtifact(
+                f"The {self.kind} has {entries} entries; at most {MAX_ENTRIES} are accepted.",
+                reason="too_many_entries",
+            )
+        if cd_size > MAX_CENTRAL_DIRECTORY_BYTES:
+            self.close()
+            raise InvalidArtifact(
+                f"The {self.kind}'s central directory is {cd_size} bytes; at most "
+                f"{MAX_CENTRAL_DIRECTORY_BYTES} are accepted.",
+                reason="directory_too_large",
+            )
 
     # -- context manager ---------------------------------------------------------------------
     def __enter__(self) -> SafeZip:
