@@ -38,7 +38,11 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         worker = None
         if run_worker:
-            worker = Worker(svc, concurrency=runtime.settings.worker_concurrency)
+            worker = Worker(
+                svc,
+                concurrency=runtime.settings.worker_concurrency,
+                sweep_seconds=runtime.settings.upload_sweep_seconds,
+            )
             worker.start()
         app.state.worker = worker
         yield

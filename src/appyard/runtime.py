@@ -13,6 +13,7 @@ from appyard.backends.db.uow import SqlUnitOfWorkFactory, make_engine
 from appyard.backends.queue.embedded import EmbeddedQueue
 from appyard.backends.storage.local import LocalBlobStore
 from appyard.core.context import Services
+from appyard.core.controls import DEFAULT_STRIP_PATTERNS, ProtectionOptions
 from appyard.core.crypto import SecretBox
 from appyard.core.ports import BlobStore, Clock, JobQueue, SystemClock
 from appyard.core.uploads import UploadPolicy
@@ -81,6 +82,11 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         clock=clock or SystemClock(),
         spool_dir=_spool(settings),
         box=SecretBox(*settings.master_keys(), reload=settings.master_keys),
+        protection=ProtectionOptions(
+            strip_patterns=settings.strip_pattern_list or DEFAULT_STRIP_PATTERNS,
+            protector_command=settings.protector_command,
+            protector_timeout_seconds=settings.protector_timeout_seconds,
+        ),
     )
     return Runtime(
         settings=settings,
@@ -92,3 +98,10 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
 
 def upgrade_database(runtime: Runtime) -> None:
     migrate.upgrade(runtime.engine)
+
+
+def check_backends(runtime: Runtime) -> None:
+    """Fail at startup, in one sentence, when a remote backend cannot be used (the bucket)."""
+    check = getattr(runtime.services.store, "check", None)
+    if callable(check):
+        check()

@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     run_worker: bool | None = None
     worker_concurrency: int = Field(default=2, ge=1, le=64)
     job_lease_seconds: int = Field(default=60, ge=5)
+    # How often each worker expires stale uploads and notices objects that reached the store.
+    upload_sweep_seconds: float = Field(default=30.0, gt=0)
     # Upload rules (protection-automation-api.txt).
     signed_url_ttl: int = Field(default=3600, ge=1)
     max_upload_size: int = 2 * GIB
@@ -52,6 +54,13 @@ class Settings(BaseSettings):
     multipart_chunk_size: int = 10 * MIB
     upload_expiry_seconds: int = Field(default=3600, ge=1)
     log_level: str = "INFO"
+    # Protection transforms (docs/protection.md). Strip patterns: comma separated fnmatch
+    # patterns for protect.strip_debug; empty means appyard's default list.
+    strip_patterns: str = ""
+    # External protector (protect.external): an argv template with {input} and {output},
+    # split like a shell would but never run by one; empty means no external protector.
+    protector_command: str = ""
+    protector_timeout_seconds: float = Field(default=600.0, gt=0)
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -59,11 +68,19 @@ class Settings(BaseSettings):
             raise ValueError(
                 "APPYARD_PUBLIC_URL must be set in production: signed URLs point at it."
             )
-        if self.queue_url != "embedded:" and not self.queue_url.startswith("redis://"):
+        if self.queue_url != "embedded:" and not self.queue_url.startswith(
+            ("redis://", "rediss://")
+        ):
             raise ValueError("APPYARD_QUEUE_URL must be 'embedded:' or a redis:// URL.")
         scheme = urlsplit(self.storage_url).scheme if self.storage_url else "file"
         if scheme not in ("file", "s3"):
             raise ValueError("APPYARD_STORAGE_URL must be a file:// or s3:// URL.")
+        if self.protector_command and not all(
+            p in self.protector_command for p in ("{input}", "{output}")
+        ):
+            raise ValueError(
+                "APPYARD_PROTECTOR_COMMAND must contain both {input} and {output} placeholders."
+            )
         return self
 
     # -- derived values ----------------------------------------------------------------------
@@ -86,6 +103,12 @@ class Settings(BaseSettings):
     @property
     def serve_runs_worker(self) -> bool:
         return self.embedded_queue if self.run_worker is None else self.run_worker
+
+    @property
+    def strip_pattern_list(self) -> tuple[str, ...] | None:
+        """The configured strip patterns, or None for appyard's default list."""
+        found = tuple(p.strip() for p in self.strip_patterns.split(",") if p.strip())
+        return found or None
 
     def master_keys(self) -> tuple[bytes, ...]:
         """The current master key first, then keys still accepted for reading."""

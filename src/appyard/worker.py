@@ -23,9 +23,17 @@ IDLE_POLL_SECONDS = 2.0
 
 
 class Worker:
-    def __init__(self, services: Services, *, concurrency: int = 1, name: str | None = None):
+    def __init__(
+        self,
+        services: Services,
+        *,
+        concurrency: int = 1,
+        name: str | None = None,
+        sweep_seconds: float = SWEEP_SECONDS,
+    ):
         self.services = services
         self.concurrency = concurrency
+        self.sweep_seconds = sweep_seconds
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -69,18 +77,25 @@ class Worker:
         return True
 
     def sweep(self) -> None:
+        """Expire uploads that never arrived (aborting their multipart parts on the store),
+        and queue the jobs of uploads whose object reached the store unnoticed."""
         s = self.services
         with s.uow() as uow:
             expired, queued = uploads.expire_stale(uow, s.clock, s.store)
+            uow.commit()
+        with s.uow() as uow:
+            queued += uploads.notice_arrived(uow, s.clock, s.store)
             uow.commit()
         for job_id in queued:
             s.queue.notify(job_id)
         if expired:
             log.info("uploads.expired count=%d", expired)
+        if queued:
+            log.info("uploads.noticed count=%d", len(queued))
 
     def _maybe_sweep(self) -> None:
         now = time.monotonic()
-        if now - self._last_sweep < SWEEP_SECONDS or not self._sweep_lock.acquire(False):
+        if now - self._last_sweep < self.sweep_seconds or not self._sweep_lock.acquire(False):
             return
         try:
             self._last_sweep = now

@@ -23,7 +23,7 @@ class FormTooLarge(errors.UploadTooLarge):
 
 
 class _FileTarget(BaseTarget):  # type: ignore[misc]
-    """Collects what the parser hands over; :meth:`flush` hashes and writes it off the loop."""
+    """Hashes and writes each piece of the file part as the parser hands it over."""
 
     def __init__(self, name: str, path: Path, limit: int) -> None:
         super().__init__()
@@ -32,7 +32,6 @@ class _FileTarget(BaseTarget):  # type: ignore[misc]
         self.limit = limit
         self.size = 0
         self.file: HashedFile | None = None
-        self._queued: list[bytes] = []
 
     def on_start(self) -> None:
         if self.file is not None:
@@ -43,13 +42,8 @@ class _FileTarget(BaseTarget):  # type: ignore[misc]
         self.size += len(chunk)
         if self.size > self.limit:
             raise FormTooLarge(f"The file is larger than the {self.limit} bytes allowed.")
-        self._queued.append(chunk)
-
-    async def flush(self) -> None:
-        queued, self._queued = self._queued, []
-        if self.file is not None:
-            for chunk in queued:
-                await self.file.awrite(chunk)
+        assert self.file is not None
+        self.file.write(chunk)
 
     def close(self) -> None:
         if self.file is not None:
@@ -118,10 +112,6 @@ async def stream_form(
                 raise
             except Exception as exc:  # malformed multipart body
                 raise errors.InvalidField(f"Malformed multipart/form-data body ({exc}).") from None
-            for target in targets.values():
-                await target.flush()
-        for target in targets.values():
-            await target.flush()
     except BaseException:
         for target in targets.values():
             target.discard()

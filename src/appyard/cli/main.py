@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
+import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -16,6 +16,7 @@ from appyard.cli.common import ctx_obj, runtime_from, set_data_dir
 from appyard.core import identity, tenants
 from appyard.core.models import Plan, TokenKind
 from appyard.logs import setup_logging
+from appyard.runtime import check_backends
 
 app = typer.Typer(
     help="appyard: a self-hosted home for mobile app builds.",
@@ -74,43 +75,60 @@ def serve(
             obj.overrides[key] = value
     settings = obj.settings()
     setup_logging(settings.log_level)
-    runtime_from(ctx)  # migrates the embedded database
+    runtime = runtime_from(ctx)  # migrates the embedded database
+    check_backends(runtime)  # the bucket, in one sentence, before listening
     _bootstrap(ctx)
-    # The Granian worker process rebuilds Settings from the environment: hand it ours.
-    env = {
-        "data_dir": str(settings.data_dir.resolve()),
-        "host": settings.host,
-        "port": str(settings.port),
-    }
-    if settings.run_worker is not None:
-        env["run_worker"] = "true" if settings.run_worker else "false"
-    for key, value in env.items():
-        os.environ[f"APPYARD_{key.upper()}"] = value
     console.print(
         f"appyard listening on {settings.effective_public_url} "
         f"(data in {settings.data_dir.resolve()})"
     )
-    from granian import Granian
-    from granian.constants import Interfaces
+    from appyard.app import create_app
 
-    Granian(
-        "appyard.app:app_from_env",
-        address=settings.host,
-        port=settings.port,
-        interface=Interfaces.ASGI,
-        factory=True,
-        workers=1,
-        log_access=False,
-        log_dictconfig={"version": 1, "disable_existing_loggers": False},
-    ).serve()
+    _serve_in_process(create_app(runtime=runtime), settings.host, settings.port)
+
+
+def _serve_in_process(asgi: Any, host: str, port: int) -> None:
+    """Granian's embedded server, in this process: one interpreter holds the app (a Granian
+    worker process would import everything a second time; see bench/README.md for RSS), and
+    the Rust side still serves downloads with sendfile (ASGI pathsend)."""
+    import asyncio
+    import signal
+
+    from granian.constants import Interfaces
+    from granian.server.embed import Server
+
+    async def run() -> None:
+        server = Server(
+            asgi,
+            address=host,
+            port=port,
+            interface=Interfaces.ASGI,
+            log_access=False,
+            log_dictconfig={"version": 1, "disable_existing_loggers": False},
+        )
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, server.stop)
+        await server.serve()
+
+    class _Quiet(logging.Filter):  # the embedded API is stable enough for one process here
+        def filter(self, record: logging.LogRecord) -> bool:
+            return "experimental" not in record.getMessage()
+
+    logging.getLogger("_granian").addFilter(_Quiet())
+    asyncio.run(run())
 
 
 @app.command()
 def worker(
     ctx: typer.Context,
-    concurrency: Annotated[int, typer.Option(help="jobs processed at once")] = 2,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(min=1, max=64, help="jobs processed at once (APPYARD_WORKER_CONCURRENCY)"),
+    ] = None,
 ) -> None:
-    """Process jobs (scale-out shape: run any number of these next to `serve --no-worker`)."""
+    """Process jobs (scale-out shape: run any number of these, on any machines, next to
+    `appyard serve` processes, which then run no jobs themselves)."""
     import signal
     import threading
 
@@ -119,7 +137,12 @@ def worker(
     settings = ctx_obj(ctx).settings()
     setup_logging(settings.log_level)
     runtime = runtime_from(ctx)
-    w = Worker(runtime.services, concurrency=concurrency)
+    check_backends(runtime)
+    w = Worker(
+        runtime.services,
+        concurrency=concurrency or settings.worker_concurrency,
+        sweep_seconds=settings.upload_sweep_seconds,
+    )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -14,7 +14,8 @@ from datetime import timedelta
 
 from appyard.core import errors, signing_keys, uploads
 from appyard.core.crypto import SecretBox
-from appyard.core.models import App, Build, Principal
+from appyard.core.ids import new_id
+from appyard.core.models import App, Build, Platform, Principal
 from appyard.core.ports import BlobStore, Clock, UnitOfWork
 
 MIN_AGE_TO_DELETE = timedelta(days=7)
@@ -42,6 +43,34 @@ class AppHasVersions(errors.Conflict):
 class AppSummary:
     app: App
     latest: Build | None  # the newest build of the app
+
+
+def find_or_create(
+    uow: UnitOfWork, clock: Clock, *, tenant_id: str, platform: Platform, identifier: str
+) -> App:
+    """The tenant's app for this package name or bundle id, made on its first build.
+
+    Two workers (or a worker and a store upload) may meet the same new app at once: the
+    loser of the insert takes the winner's row."""
+    app = uow.apps.find(tenant_id, platform, identifier)
+    if app is not None:
+        return app
+    app = App(
+        id=new_id("app"),
+        tenant_id=tenant_id,
+        platform=platform,
+        identifier=identifier,
+        name=identifier,
+        created_at=clock.now(),
+    )
+    try:
+        uow.apps.add(app)
+    except errors.Conflict:
+        found = uow.apps.find(tenant_id, platform, identifier)
+        if found is None:
+            raise
+        return found
+    return app
 
 
 def list_apps(uow: UnitOfWork, principal: Principal) -> list[AppSummary]:

@@ -47,8 +47,7 @@ def status(
     job_id = None
     if build.progress is Stage.WAITING_FOR_UPLOAD:
         job_id = uploads.notice_received(uow, clock, store, key=build.source_key)
-        if job_id:
-            build = get(uow, principal, start_time=start_time)
+        build = get(uow, principal, start_time=start_time)  # queued, or refused
     return build, job_id
 
 

@@ -29,8 +29,13 @@ def claim(uow: UnitOfWork, clock: Clock, *, owner: str, lease_seconds: int) -> J
             continue
         tenant = uow.tenants.get(job.tenant_id)
         limit = tenants.limits(tenant).concurrent_builds if tenant else None
-        if limit is not None and uow.jobs.count_running(job.tenant_id, now) >= limit:
-            continue
+        if limit is not None:
+            # Held until the caller commits: the count and the claim are one step for this
+            # tenant across every worker (another claimer holding it: try the next job).
+            if not uow.jobs.lock_tenant(job.tenant_id):
+                continue
+            if uow.jobs.count_running(job.tenant_id, now) >= limit:
+                continue
         if uow.jobs.try_claim(job, owner, now, until):
             claimed = uow.jobs.get(job.id)
             assert claimed is not None

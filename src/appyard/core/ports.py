@@ -33,6 +33,7 @@ from appyard.core.models import (
     Token,
     TokenKind,
     Upload,
+    UploadState,
     User,
     ValidationRun,
     Version,
@@ -108,6 +109,11 @@ class UploadRepo(Protocol):
     def get_by_key(self, key: str) -> Upload | None: ...
     def get_for_build(self, build_id: str) -> Upload | None: ...
     def save(self, upload: Upload) -> None: ...
+    def leave_pending(self, upload_id: str, state: UploadState, size: int | None) -> bool:
+        """Atomically move a still-pending upload to ``state``; False when another request
+        (a status poll, a sweep on another machine) already moved it."""
+        ...
+
     def list_pending_before(self, when: datetime, limit: int = 100) -> list[Upload]: ...
 
 
@@ -123,6 +129,10 @@ class JobRepo(Protocol):
 
     def renew(self, job_id: str, owner: str, until: datetime) -> bool: ...
     def count_running(self, tenant_id: str, now: datetime) -> int: ...
+    def lock_tenant(self, tenant_id: str) -> bool:
+        """Serialize job claims of one tenant until the transaction ends (so its concurrency
+        limit holds across workers on many machines); False when another claimer holds it."""
+        ...
 
 
 class ControlRepo(Protocol):

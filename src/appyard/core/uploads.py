@@ -263,7 +263,8 @@ def build_of(uow: UnitOfWork, *, key: str) -> Build:
 def _mark_received(uow: UnitOfWork, clock: Clock, upload: Upload, size: int) -> str:
     """Record the arrival of all bytes; returns the job id to notify after commit."""
     now = clock.now()
-    uow.uploads.save(replace(upload, state=UploadState.RECEIVED, size=size))
+    if not uow.uploads.leave_pending(upload.id, UploadState.RECEIVED, size):
+        return ""  # noticed at the same moment elsewhere: that request queues the job
     build = uow.builds.get(upload.build_id)
     assert build is not None
     uow.builds.save(replace(build, size=size, progress=Stage.QUEUED, updated_at=now))
@@ -283,7 +284,36 @@ def notice_received(uow: UnitOfWork, clock: Clock, store: BlobStore, *, key: str
     info = store.stat(key)
     if info is None:
         return None
+    if upload.declared_size is not None and info.size > upload.declared_size:
+        # A presigned S3 PUT cannot bound the body: refuse here what the URL could not.
+        store.delete(key)
+        _give_up(
+            uow,
+            clock,
+            upload,
+            UploadState.ABORTED,
+            f"The uploaded file has {info.size} bytes, more than the declared file_size "
+            f"{upload.declared_size}; it was removed.",
+        )
+        return None
     return _mark_received(uow, clock, upload, info.size) or None
+
+
+def notice_arrived(
+    uow: UnitOfWork, clock: Clock, store: BlobStore, *, limit: int = 100
+) -> list[str]:
+    """The periodic sweep's half of noticing: queue pending single uploads whose object is in
+    the store though nobody told appyard (a store that cannot call back, a client that never
+    polls). Returns the job ids to notify after commit."""
+    queued = []
+    horizon = clock.now() + timedelta(days=36500)
+    for upload in uow.uploads.list_pending_before(horizon, limit):
+        if upload.multipart:  # assembled only by complete_multipart
+            continue
+        job_id = notice_received(uow, clock, store, key=upload.key)
+        if job_id:
+            queued.append(job_id)
+    return queued
 
 
 def _owned_upload(uow: UnitOfWork, principal: Principal, file_path: str, upload_id: str) -> Upload:
@@ -363,7 +393,8 @@ def _give_up(
     uow: UnitOfWork, clock: Clock, upload: Upload, state: UploadState, message: str
 ) -> None:
     now = clock.now()
-    uow.uploads.save(replace(upload, state=state))
+    if not uow.uploads.leave_pending(upload.id, state, None):
+        return  # it arrived or ended meanwhile (another request moved it first)
     build = uow.builds.get(upload.build_id)
     if build is not None and build.status is BuildStatus.PROCESSING:
         uow.builds.save(

@@ -20,11 +20,10 @@ from typing import Any
 
 import pycountry
 
-from appyard.core import errors, uploads
+from appyard.core import apps, errors, uploads
 from appyard.core.ids import new_id
 from appyard.core.models import (
     Actor,
-    App,
     Build,
     BuildStatus,
     ConfigVersion,
@@ -132,17 +131,13 @@ def ingest_ci_upload(
         raise errors.InvalidArtifact("The APK's manifest has no valid versionCode.") from None
     name = uploads.clean_file_name(file_name) if file_name.endswith(".apk") else "app.apk"
     now = clock.now()
-    app = uow.apps.find(principal.tenant_id, Platform.ANDROID, identity.identifier)
-    if app is None:
-        app = App(
-            id=new_id("app"),
-            tenant_id=principal.tenant_id,
-            platform=Platform.ANDROID,
-            identifier=identity.identifier,
-            name=identity.identifier,
-            created_at=now,
-        )
-        uow.apps.add(app)
+    app = apps.find_or_create(
+        uow,
+        clock,
+        tenant_id=principal.tenant_id,
+        platform=Platform.ANDROID,
+        identifier=identity.identifier,
+    )
     earlier = uow.versions.for_app(app.id)
     highest = max((v.version_code for v in earlier), default=None)
     if highest is not None and code <= highest:

@@ -22,10 +22,9 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from appyard.core import controls, detections, errors, jobs, signing_keys, versions
+from appyard.core import apps, controls, detections, errors, jobs, signing_keys, versions
 from appyard.core.context import Services
-from appyard.core.ids import new_id
-from appyard.core.models import App, Build, Job, SigningKey, Stage
+from appyard.core.models import Build, Job, SigningKey, Stage
 from appyard.core.ports import UnitOfWork, chunked
 from appyard.core.uploads import output_key
 from appyard.pipeline import transforms
@@ -173,17 +172,13 @@ class BuildProcessor:
                     platform=build.platform,
                     version=build.config_version,
                 )
-                app = uow.apps.find(build.tenant_id, build.platform, identity.identifier)
-                if app is None:
-                    app = App(
-                        id=new_id("app"),
-                        tenant_id=build.tenant_id,
-                        platform=build.platform,
-                        identifier=identity.identifier,
-                        name=identity.identifier,
-                        created_at=self.s.clock.now(),
-                    )
-                    uow.apps.add(app)
+                app = apps.find_or_create(
+                    uow,
+                    self.s.clock,
+                    tenant_id=build.tenant_id,
+                    platform=build.platform,
+                    identifier=identity.identifier,
+                )
                 findings = detections.evaluate(
                     uow, self.s.clock, build=build, facts=facts, enabled=enabled
                 )

@@ -28,6 +28,7 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.exc import IntegrityError
@@ -61,6 +62,8 @@ from appyard.core.models import (
 )
 
 T = TypeVar("T")
+# Advisory-lock key space of job claims (pg_try_advisory_xact_lock(int4, int4)).
+_CLAIM_LOCK_SPACE = 0x61707079  # "appy"
 
 
 def make_engine(url: str) -> Engine:
@@ -360,6 +363,17 @@ class UploadRepo(_Repo):
             update(t.uploads).where(t.uploads.c.id == upload.id).values(**_row(upload))
         )
 
+    def leave_pending(self, upload_id: str, state: UploadState, size: int | None) -> bool:
+        values: dict[str, Any] = {"state": state.value}
+        if size is not None:
+            values["size"] = size
+        result = self.conn.execute(
+            update(t.uploads)
+            .where(t.uploads.c.id == upload_id, t.uploads.c.state == UploadState.PENDING.value)
+            .values(**values)
+        )
+        return result.rowcount == 1
+
     def list_pending_before(self, when: datetime, limit: int = 100) -> list[Upload]:
         q = (
             select(t.uploads)
@@ -430,6 +444,19 @@ class JobRepo(_Repo):
             t.jobs.c.lease_until >= now,
         )
         return int(self.conn.execute(q).scalar_one())
+
+    def lock_tenant(self, tenant_id: str) -> bool:
+        # SQLite: BEGIN IMMEDIATE already serializes every writing transaction. PostgreSQL
+        # (READ COMMITTED): a transaction-scoped advisory lock per tenant; the count that
+        # follows sees every claim committed before it was taken. try_ never waits, so two
+        # claimers walking tenants in different orders cannot deadlock.
+        if self.conn.dialect.name != "postgresql":
+            return True
+        got = self.conn.execute(
+            text("SELECT pg_try_advisory_xact_lock(:space, hashtext(:tenant))"),
+            {"space": _CLAIM_LOCK_SPACE, "tenant": tenant_id},
+        ).scalar_one()
+        return bool(got)
 
 
 class ControlRepo(_Repo):

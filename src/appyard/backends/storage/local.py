@@ -241,10 +241,7 @@ class LocalBlobStore:
 
 
 class StreamingWrite:
-    """Bytes fed in pieces, hashed as they come, published atomically by :meth:`commit`.
-
-    :meth:`afeed` overlaps hashing and writing with receiving (see :mod:`appyard.core.spool`).
-    """
+    """Bytes fed in pieces, hashed as they come, published atomically by :meth:`commit`."""
 
     def __init__(self, final: Path, *, overwrite: bool = False) -> None:
         self.final = final
@@ -258,9 +255,6 @@ class StreamingWrite:
 
     def feed(self, chunk: bytes) -> None:
         self.file.write(chunk)
-
-    async def afeed(self, chunk: bytes) -> None:
-        await self.file.awrite(chunk)
 
     def commit(self) -> BlobInfo:
         """Publish; Conflict if the object exists and this writer may not overwrite it."""

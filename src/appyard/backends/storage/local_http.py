@@ -54,7 +54,7 @@ def blob_app(store: LocalBlobStore, on_stored: Callable[[str], None]) -> Starlet
             return _error(exc.status, exc.message)
         try:
             async for chunk in request.stream():
-                await writer.afeed(chunk)
+                writer.feed(chunk)
                 if writer.size > grant.max_size:
                     writer.discard()
                     return _error(
