@@ -14,12 +14,21 @@ from pathlib import Path
 
 
 class HashedFile:
-    """Appends to ``path`` (created; with ``exclusive`` it must not exist yet)."""
+    """Appends to ``path`` (created; with ``exclusive`` it must not exist yet).
 
-    def __init__(self, path: Path, *, exclusive: bool = True) -> None:
+    With ``at``, writes a range of an existing (or new) file from that offset instead, leaving
+    the rest of the file alone (local multipart parts land in place, see
+    ``appyard.backends.storage.local``); the hash covers only the bytes written here.
+    """
+
+    def __init__(self, path: Path, *, exclusive: bool = True, at: int | None = None) -> None:
         self.path = path
-        flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
+        if at is None:
+            flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
+        else:
+            flags = os.O_WRONLY | os.O_CREAT
         self._fd = os.open(path, flags, 0o600)
+        self._at = at
         self._digest = hashlib.sha256()
         self.size = 0
 
@@ -27,8 +36,12 @@ class HashedFile:
         self._digest.update(chunk)
         view = memoryview(chunk)
         while view:
-            view = view[os.write(self._fd, view) :]
-        self.size += len(chunk)
+            if self._at is None:
+                done = os.write(self._fd, view)
+            else:
+                done = os.pwrite(self._fd, view, self._at + self.size)
+            view = view[done:]
+            self.size += done
 
     def hexdigest(self) -> str:
         return self._digest.hexdigest()

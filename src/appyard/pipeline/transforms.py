@@ -36,7 +36,7 @@ from appyard.core.controls import ProtectionOptions
 from appyard.signing.align import (
     OffsetWriter,
     copy_entries,
-    end_of_central_directory,
+    finish_archive,
     read_layout,
     replacing,
     write_entry,
@@ -101,17 +101,7 @@ def _rewrite(
             records = copy_entries(fh, layout, out, keep=lambda e: keep(e.name))
             for name, data in extra or ():
                 records.append(write_entry(out, name, data))
-            cd_offset = out.offset
-            cd = b"".join(records)
-            out.write(cd)
-            out.write(
-                end_of_central_directory(
-                    entry_count=len(records),
-                    cd_size=len(cd),
-                    cd_offset=cd_offset,
-                    comment=layout.comment,
-                )
-            )
+            finish_archive(out, records, comment=layout.comment)
 
 
 # --- protect.zipalign -------------------------------------------------------------------------

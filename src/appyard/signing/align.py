@@ -333,6 +333,18 @@ def end_of_central_directory(
     )
 
 
+def finish_archive(out: OffsetWriter, records: list[bytes], *, comment: bytes) -> None:
+    """Write the central directory ``records`` where ``out`` stands, then the end record."""
+    cd_offset = out.offset
+    cd = b"".join(records)
+    out.write(cd)
+    out.write(
+        end_of_central_directory(
+            entry_count=len(records), cd_size=len(cd), cd_offset=cd_offset, comment=comment
+        )
+    )
+
+
 @contextlib.contextmanager
 def replacing(dst: Path) -> Iterator[BinaryIO]:
     """A temporary file next to ``dst`` that replaces it on success and vanishes on failure."""
@@ -368,17 +380,7 @@ def align_apk(
         with replacing(Path(dst)) as raw:
             out = OffsetWriter(raw)
             records = copy_entries(fh, layout, out, alignment=alignment, so_alignment=so_alignment)
-            cd_offset = out.offset
-            cd = b"".join(records)
-            out.write(cd)
-            out.write(
-                end_of_central_directory(
-                    entry_count=len(records),
-                    cd_size=len(cd),
-                    cd_offset=cd_offset,
-                    comment=layout.comment,
-                )
-            )
+            finish_archive(out, records, comment=layout.comment)
 
 
 @dataclass(frozen=True)

@@ -131,16 +131,6 @@ class LocalBlobStore:
         return self._sign({"o": "get", "k": key, "f": file_name}, expires_in)
 
     # -- writing -----------------------------------------------------------------------------
-    @contextmanager
-    def _atomic(self, final: Path) -> Iterator[tuple[BinaryIO, Path]]:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.parent / f".tmp-{secrets.token_hex(8)}"
-        try:
-            with open(tmp, "xb") as fh:
-                yield fh, tmp
-        finally:
-            tmp.unlink(missing_ok=True)
-
     def write(self, key: str, chunks: Iterable[bytes]) -> BlobInfo:
         final = self.path(key)
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -174,47 +164,54 @@ class LocalBlobStore:
         """An incremental writer for request bodies (see local_http); publish with commit()."""
         return StreamingWrite(self.path(key))
 
-    def part_writer(self, upload_id: str, part_number: int) -> StreamingWrite:
+    def part_writer(self, upload_id: str, part_number: int, *, part_size: int) -> PartWrite:
+        """Part ``part_number`` of a multipart upload whose parts are ``part_size`` bytes (the
+        last may be shorter): its bytes go straight to their place in the object's file."""
         folder = self._part_dir(upload_id)
         if not folder.is_dir():
             raise errors.UploadNotFound("The multipart upload does not exist or was aborted.")
-        return StreamingWrite(folder / f"{part_number:05d}.part", overwrite=True)
+        return PartWrite(folder, part_number, part_size)
 
     # -- multipart ---------------------------------------------------------------------------
     def create_multipart(self, key: str) -> str:
+        """Parts are written in place into one file (``<upload>/data``, at ``(n-1) * part
+        size``), so completing an upload moves no bytes: a truncate and a link."""
         self.path(key)
         upload_id = secrets.token_hex(16)
-        self._part_dir(upload_id).mkdir()
+        folder = self._part_dir(upload_id)
+        folder.mkdir()
+        (folder / PartWrite.DATA).touch(mode=0o600)
         return upload_id
 
     def list_parts(self, key: str, upload_id: str) -> list[Part]:
         folder = self._part_dir(upload_id)
         if not folder.is_dir():
             return []
-        parts = []
-        for meta in sorted(folder.glob("*.json")):
-            data = json.loads(meta.read_text())
-            parts.append(Part(number=int(data["n"]), size=int(data["size"]), etag=data["etag"]))
-        return parts
+        metas = sorted(map(_PartMeta.read, folder.glob("*.json")), key=lambda m: m.n)
+        return [Part(number=m.n, size=m.size, etag=m.etag) for m in metas]
 
     def complete_multipart(self, key: str, upload_id: str, parts: list[Part]) -> BlobInfo:
         folder = self._part_dir(upload_id)
+        metas = {m.n: m for m in map(_PartMeta.read, folder.glob("*.json"))}
+        offset = 0
+        for part in parts:
+            meta = metas.get(part.number)
+            if meta is None or meta.etag != part.etag or meta.offset != offset:
+                raise errors.InvalidParts(
+                    f"Part {part.number} is missing, changed, or not where the parts before it "
+                    "end (every part but the last must be the full part size)."
+                )
+            offset += meta.size
+        data = folder / PartWrite.DATA
+        os.truncate(data, offset)
         final = self.path(key)
-        size = 0
-        with self._atomic(final) as (out, tmp):
-            for part in parts:
-                with open(folder / f"{part.number:05d}.part", "rb") as src:
-                    remaining = os.fstat(src.fileno()).st_size
-                    while remaining > 0:
-                        sent = os.copy_file_range(src.fileno(), out.fileno(), remaining)
-                        if sent == 0:
-                            break
-                        remaining -= sent
-                        size += sent
-            out.flush()
-            os.replace(tmp, final)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(data, final)
+        except FileExistsError:
+            raise errors.Conflict(f"An object already exists at {key!r}.") from None
         shutil.rmtree(folder, ignore_errors=True)
-        return BlobInfo(key=key, size=size, etag=f'"{upload_id}-{len(parts)}"')
+        return BlobInfo(key=key, size=offset, etag=f'"{upload_id}-{len(parts)}"')
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
         shutil.rmtree(self._part_dir(upload_id), ignore_errors=True)
@@ -243,9 +240,8 @@ class LocalBlobStore:
 class StreamingWrite:
     """Bytes fed in pieces, hashed as they come, published atomically by :meth:`commit`."""
 
-    def __init__(self, final: Path, *, overwrite: bool = False) -> None:
+    def __init__(self, final: Path) -> None:
         self.final = final
-        self.overwrite = overwrite
         final.parent.mkdir(parents=True, exist_ok=True)
         self.file = HashedFile(final.parent / f".tmp-{secrets.token_hex(8)}")
 
@@ -257,24 +253,63 @@ class StreamingWrite:
         self.file.write(chunk)
 
     def commit(self) -> BlobInfo:
-        """Publish; Conflict if the object exists and this writer may not overwrite it."""
+        """Publish; Conflict if the object already exists."""
         sha = self.file.hexdigest()
         self.file.close()
         tmp = self.file.path
         try:
-            if self.overwrite:
-                os.replace(tmp, self.final)
-            else:
-                os.link(tmp, self.final)  # fails if the key already holds an object
+            os.link(tmp, self.final)  # fails if the key already holds an object
         except FileExistsError:
             raise errors.Conflict("An object was already uploaded to this URL.") from None
         finally:
             tmp.unlink(missing_ok=True)
-        if self.overwrite:  # parts: remember size and ETag beside the data
-            meta = self.final.with_suffix(".json")
-            number = int(self.final.stem)
-            meta.write_text(json.dumps({"n": number, "size": self.size, "etag": etag_of(sha)}))
         return BlobInfo(key=self.final.name, size=self.size, etag=etag_of(sha), sha256=sha)
 
     def discard(self) -> None:
         self.file.discard()
+
+
+@dataclass(frozen=True)
+class _PartMeta:
+    n: int
+    size: int
+    etag: str
+    offset: int
+
+    @classmethod
+    def read(cls, path: Path) -> _PartMeta:
+        data = json.loads(path.read_text())
+        return cls(int(data["n"]), int(data["size"]), str(data["etag"]), int(data["offset"]))
+
+
+class PartWrite:
+    """One multipart part, written in place into the upload's data file; :meth:`commit`
+    records its size and ETag beside it (a part sent again replaces both). Until then the
+    part does not exist: a broken part upload leaves only bytes that no part list names."""
+
+    DATA = "data"
+
+    def __init__(self, folder: Path, number: int, part_size: int) -> None:
+        self.folder = folder
+        self.number = number
+        self.offset = (number - 1) * part_size
+        self.file = HashedFile(folder / self.DATA, at=self.offset)
+
+    @property
+    def size(self) -> int:
+        return self.file.size
+
+    def feed(self, chunk: bytes) -> None:
+        self.file.write(chunk)
+
+    def commit(self) -> BlobInfo:
+        sha = self.file.hexdigest()
+        self.file.close()
+        meta = {"n": self.number, "size": self.size, "etag": etag_of(sha), "offset": self.offset}
+        tmp = self.folder / f".{self.number:05d}-{secrets.token_hex(4)}.tmp"
+        tmp.write_text(json.dumps(meta))
+        os.replace(tmp, self.folder / f"{self.number:05d}.json")
+        return BlobInfo(key=f"{self.number:05d}", size=self.size, etag=etag_of(sha), sha256=sha)
+
+    def discard(self) -> None:
+        self.file.close()

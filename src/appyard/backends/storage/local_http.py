@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from appyard.backends.storage.local import LocalBlobStore, StreamingWrite
+from appyard.backends.storage.local import LocalBlobStore, PartWrite, StreamingWrite
 from appyard.core import errors
 
 log = logging.getLogger("appyard.blob")
@@ -42,10 +42,10 @@ def blob_app(store: LocalBlobStore, on_stored: Callable[[str], None]) -> Starlet
             declared = request.headers.get("content-length")
             if declared is not None and declared.isdigit() and int(declared) > grant.max_size:
                 return _error(413, f"The body is larger than the {grant.max_size} bytes allowed.")
-            writer: StreamingWrite = (
+            writer: StreamingWrite | PartWrite = (
                 store.writer(grant.key)
                 if grant.op == "put"
-                else store.part_writer(grant.upload_id, grant.part_number)
+                else store.part_writer(grant.upload_id, grant.part_number, part_size=grant.max_size)
             )
             if grant.op == "put" and store.stat(grant.key) is not None:
                 writer.discard()
