@@ -1,16 +1,54 @@
 """A file written chunk by chunk and hashed with SHA-256 as it grows, never held in memory.
 
-Hashing and writing happen inline, in the caller's thread, chunk by chunk. Handing chunks to
-I/O threads (one hashing, one writing, overlapping the next receive) was measured on the
-two-core reference machine and was slower in every run, per chunk or in 4 MiB batches: the
-hand-offs cost more CPU than the overlap saved (bench/README.md, "upload path").
+The caller's thread writes; a thread of the file's own hashes (``hashlib`` releases the GIL
+on large buffers), so an upload handler receives and writes while the hash keeps up on the
+other core. Measured on the two-core reference machine (bench/README.md, "upload path"): a
+few per cent over hashing inline; handing the *writes* to threads as well, or using a thread
+pool with futures per chunk, was slower than inline. The hash thread's backlog is bounded
+(``BACKLOG`` bytes): past it the writer waits, so memory stays flat whatever the upload size.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import queue
+import threading
 from pathlib import Path
+
+BACKLOG = 16 * 1024 * 1024
+
+
+class _Hasher:
+    """SHA-256 of a stream of chunks, computed on its own thread in order."""
+
+    def __init__(self) -> None:
+        self._digest = hashlib.sha256()
+        self._chunks: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._room = threading.Condition()
+        self._backlog = 0
+        self._thread = threading.Thread(target=self._run, name="appyard-sha256", daemon=True)
+        self._thread.start()
+
+    def update(self, chunk: bytes) -> None:
+        with self._room:
+            self._room.wait_for(lambda: self._backlog < BACKLOG)
+            self._backlog += len(chunk)
+        self._chunks.put(chunk)
+
+    def _run(self) -> None:
+        while (chunk := self._chunks.get()) is not None:
+            self._digest.update(chunk)
+            with self._room:
+                self._backlog -= len(chunk)
+                self._room.notify()
+
+    def finish(self) -> str:
+        """Wait for the chunks handed over; the hex digest. Idempotent."""
+        if self._thread.is_alive():
+            self._chunks.put(None)
+            self._thread.join()
+        return self._digest.hexdigest()
 
 
 class HashedFile:
@@ -29,11 +67,11 @@ class HashedFile:
             flags = os.O_WRONLY | os.O_CREAT
         self._fd = os.open(path, flags, 0o600)
         self._at = at
-        self._digest = hashlib.sha256()
+        self._hasher = _Hasher()
         self.size = 0
 
     def write(self, chunk: bytes) -> None:
-        self._digest.update(chunk)
+        self._hasher.update(chunk)
         view = memoryview(chunk)
         while view:
             if self._at is None:
@@ -44,10 +82,11 @@ class HashedFile:
             self.size += done
 
     def hexdigest(self) -> str:
-        return self._digest.hexdigest()
+        return self._hasher.finish()
 
     def close(self) -> None:
-        """Close the file; idempotent."""
+        """Close the file (and stop the hash thread); idempotent."""
+        self._hasher.finish()
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
