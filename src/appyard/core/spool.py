@@ -16,7 +16,7 @@ import queue
 import threading
 from pathlib import Path
 
-BACKLOG = 16 * 1024 * 1024
+BACKLOG = 4 * 1024 * 1024
 
 
 class _Hasher:
