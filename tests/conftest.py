@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -305,6 +306,20 @@ def add_signing_key(
         )
         uow.commit()
     return made.id
+
+
+def padded_apk(path: Path, size: int) -> Path:
+    """An unsigned APK of about ``size`` bytes at ``path``: the release fixture without its
+    signature files plus a stored random asset (a managed key signs the output)."""
+    with (
+        zipfile.ZipFile(FIXTURES / "fixture-release-v1v2v3.apk") as src,
+        zipfile.ZipFile(path, "w") as dst,
+    ):
+        for info in src.infolist():
+            if not info.filename.startswith("META-INF/"):
+                dst.writestr(info, src.read(info))
+        dst.writestr(zipfile.ZipInfo("assets/blob.bin"), os.urandom(size))
+    return path
 
 
 @pytest.fixture

@@ -36,7 +36,16 @@ from sqlalchemy import Engine, text
 
 from appyard.backends.db.uow import make_engine
 from tests.backends.services import PrivateRedis, S3Server
-from tests.conftest import APPYARD, FIXTURES, KEYS, SCALE_OUT, free_port, need, wait_for_port
+from tests.conftest import (
+    APPYARD,
+    FIXTURES,
+    KEYS,
+    SCALE_OUT,
+    free_port,
+    need,
+    padded_apk,
+    wait_for_port,
+)
 
 pytestmark = pytest.mark.skipif(
     not SCALE_OUT, reason="runs in the scale-out line of .ci/run (APPYARD_TEST_SCALE_OUT=1)"
@@ -85,15 +94,6 @@ def pg_schema_url() -> Iterator[str]:
     with admin.begin() as conn:
         conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
     admin.dispose()
-
-
-def padded_apk(path: Path, size: int) -> None:
-    """A valid (unsigned) APK of about ``size`` bytes: the managed key signs its output."""
-    with zipfile.ZipFile(RELEASE_APK) as src, zipfile.ZipFile(path, "w") as dst:
-        for info in src.infolist():
-            if not info.filename.startswith("META-INF/"):
-                dst.writestr(info, src.read(info))
-        dst.writestr(zipfile.ZipInfo("assets/blob.bin"), os.urandom(size))
 
 
 def run_cli(env: dict[str, str], *args: str, extra: dict[str, str] | None = None) -> str:

@@ -6,7 +6,6 @@ holds across workers."""
 from __future__ import annotations
 
 import hashlib
-import os
 import threading
 import zipfile
 from dataclasses import replace
@@ -23,7 +22,7 @@ from appyard.core.models import JobState, LimitOverrides
 from appyard.runtime import Runtime, build_runtime
 from appyard.settings import Settings
 from appyard.worker import Worker
-from tests.conftest import FIXTURES, FakeClock, add_signing_key, make_tenant
+from tests.conftest import FIXTURES, FakeClock, add_signing_key, make_tenant, padded_apk
 
 RELEASE_APK = FIXTURES / "fixture-release-v1v2v3.apk"
 MIB = 1024 * 1024
@@ -48,17 +47,6 @@ def status(client: TestClient, key: str, job_id: str) -> dict[str, Any]:
 
 def store_endpoint(runtime: Runtime) -> str:
     return str(urlsplit(runtime.settings.storage_url).query).split("endpoint=")[1].split("&")[0]
-
-
-def padded_apk(tmp_path: Path, size: int) -> Path:
-    """A valid APK of about ``size`` bytes: the fixture plus a stored random asset."""
-    path = tmp_path / "big.apk"
-    with zipfile.ZipFile(RELEASE_APK) as src, zipfile.ZipFile(path, "w") as dst:
-        for info in src.infolist():
-            if not info.filename.startswith("META-INF/"):
-                dst.writestr(info, src.read(info))
-        dst.writestr(zipfile.ZipInfo("assets/blob.bin"), os.urandom(size))
-    return path
 
 
 def test_serve_runs_no_jobs_with_the_redis_queue(scaled: Runtime) -> None:
@@ -122,7 +110,7 @@ def test_multipart_parts_go_to_the_store_and_complete_with_its_etags(
 ) -> None:
     tenant = make_tenant(scaled)
     add_signing_key(scaled, tenant.tenant_id)  # the unsigned input is signed on output
-    apk = padded_apk(tmp_path, 13 * MIB)
+    apk = padded_apk(tmp_path / "big.apk", 13 * MIB)
     size = apk.stat().st_size
     ticket = request_upload(scaled_client, tenant.key, file_size=size)
     assert ticket["multipart"] is True and ticket["chunk_size"] == 5 * MIB

@@ -237,13 +237,10 @@ class LocalBlobStore:
         self.path(key).unlink(missing_ok=True)
 
 
-class StreamingWrite:
-    """Bytes fed in pieces, hashed as they come, published atomically by :meth:`commit`."""
+class _Feed:
+    """A request body fed in pieces to a :class:`HashedFile`."""
 
-    def __init__(self, final: Path) -> None:
-        self.final = final
-        final.parent.mkdir(parents=True, exist_ok=True)
-        self.file = HashedFile(final.parent / f".tmp-{secrets.token_hex(8)}")
+    file: HashedFile
 
     @property
     def size(self) -> int:
@@ -251,6 +248,15 @@ class StreamingWrite:
 
     def feed(self, chunk: bytes) -> None:
         self.file.write(chunk)
+
+
+class StreamingWrite(_Feed):
+    """Bytes fed in pieces, hashed as they come, published atomically by :meth:`commit`."""
+
+    def __init__(self, final: Path) -> None:
+        self.final = final
+        final.parent.mkdir(parents=True, exist_ok=True)
+        self.file = HashedFile(final.parent / f".tmp-{secrets.token_hex(8)}")
 
     def commit(self) -> BlobInfo:
         """Publish; Conflict if the object already exists."""
@@ -282,7 +288,7 @@ class _PartMeta:
         return cls(int(data["n"]), int(data["size"]), str(data["etag"]), int(data["offset"]))
 
 
-class PartWrite:
+class PartWrite(_Feed):
     """One multipart part, written in place into the upload's data file; :meth:`commit`
     records its size and ETag beside it (a part sent again replaces both). Until then the
     part does not exist: a broken part upload leaves only bytes that no part list names."""
@@ -294,13 +300,6 @@ class PartWrite:
         self.number = number
         self.offset = (number - 1) * part_size
         self.file = HashedFile(folder / self.DATA, at=self.offset)
-
-    @property
-    def size(self) -> int:
-        return self.file.size
-
-    def feed(self, chunk: bytes) -> None:
-        self.file.write(chunk)
 
     def commit(self) -> BlobInfo:
         sha = self.file.hexdigest()

@@ -18,7 +18,7 @@ from appyard.core import identity
 from appyard.core.models import Plan, TokenKind
 from appyard.runtime import Runtime
 from appyard.worker import Worker
-from tests.conftest import FIXTURES, FakeClock, TenantKey, add_signing_key, make_tenant
+from tests.conftest import FIXTURES, FakeClock, TenantKey, add_signing_key, make_tenant, padded_apk
 
 RELEASE_APK = FIXTURES / "fixture-release-v1v2v3.apk"
 MIB = 1024 * 1024
@@ -460,24 +460,11 @@ def small_parts(runtime: Runtime) -> Runtime:
     return runtime
 
 
-def padded_apk(tmp_path: Path, size: int) -> bytes:
-    """A valid APK of about ``size`` bytes: the fixture plus a stored random asset."""
-    import os
-
-    path = tmp_path / "big.apk"
-    with zipfile.ZipFile(RELEASE_APK) as src, zipfile.ZipFile(path, "w") as dst:
-        for info in src.infolist():
-            if not info.filename.startswith("META-INF/"):
-                dst.writestr(info, src.read(info))
-        dst.writestr(zipfile.ZipInfo("assets/blob.bin"), os.urandom(size))
-    return path.read_bytes()
-
-
 def test_multipart_upload_complete_and_process(
     client: TestClient, small_parts: Runtime, tenant: TenantKey, tmp_path: Path
 ) -> None:
     add_signing_key(small_parts, tenant.tenant_id)  # the unsigned input is signed on output
-    data = padded_apk(tmp_path, 1_200_000)
+    data = padded_apk(tmp_path / "big.apk", 1_200_000).read_bytes()
     r = request_upload(client, tenant.key, file_size=len(data))
     ticket = r.json()
     assert ticket["multipart"] is True and ticket["chunk_size"] == 256 * 1024

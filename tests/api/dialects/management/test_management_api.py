@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import os
 import shutil
 import subprocess
 import zipfile
@@ -29,7 +28,15 @@ from appyard.core.models import (
 )
 from appyard.runtime import Runtime
 from appyard.worker import Worker
-from tests.conftest import FIXTURES, FakeClock, TenantKey, add_signing_key, make_tenant, need
+from tests.conftest import (
+    FIXTURES,
+    FakeClock,
+    TenantKey,
+    add_signing_key,
+    make_tenant,
+    need,
+    padded_apk,
+)
 
 RELEASE_APK = FIXTURES / "fixture-release-v1v2v3.apk"
 UNSIGNED_APK = FIXTURES / "fixture-unsigned.apk"
@@ -550,20 +557,12 @@ def small_parts(runtime: Runtime) -> Runtime:
     return runtime
 
 
-def padded_apk(tmp_path: Path, size: int) -> bytes:
-    path = tmp_path / "big.apk"
-    with zipfile.ZipFile(RELEASE_APK) as src, zipfile.ZipFile(path, "w") as dst:
-        for info in src.infolist():
-            if not info.filename.startswith("META-INF/"):
-                dst.writestr(info, src.read(info))
-        dst.writestr(zipfile.ZipInfo("assets/blob.bin"), os.urandom(size))
-    return path.read_bytes()
-
-
 def test_multipart_upload_complete_and_abort(
     client: TestClient, small_parts: Runtime, me: Caller, tmp_path: Path
 ) -> None:
-    data = padded_apk(tmp_path, 1_200_000)  # unsigned: the tenant's managed key signs it
+    data = padded_apk(
+        tmp_path / "big.apk", 1_200_000
+    ).read_bytes()  # unsigned: the tenant's managed key signs it
     add_signing_key(small_parts, me.tenant_id)
     ticket = request_upload(client, me, file_size=len(data)).json()
     assert set(ticket) == {
