@@ -308,6 +308,20 @@ def add_signing_key(
     return made.id
 
 
+def rewrite_zip(source: Path, target: Path, replace: dict[str, bytes | None]) -> Path:
+    """Copy a zip entry by entry, replacing (bytes) or dropping (None) some entries."""
+    with zipfile.ZipFile(source) as src, zipfile.ZipFile(target, "w") as out:
+        for info in src.infolist():
+            if info.filename in replace:
+                data = replace[info.filename]
+                if data is None:
+                    continue
+            else:
+                data = src.read(info.filename)
+            out.writestr(info, data)
+    return target
+
+
 def padded_apk(path: Path, size: int) -> Path:
     """An unsigned APK of about ``size`` bytes at ``path``: the release fixture without its
     signature files plus a stored random asset (a managed key signs the output)."""

@@ -18,13 +18,18 @@ import re
 import shutil
 import struct
 import subprocess
+import time
+import tracemalloc
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from tests.conftest import FIXTURES, SHARED, need
+from tests.conftest import rewrite_zip as rewrite_zip  # re-exported for the inspect tests
 
 GENERATED_EXPECTED = FIXTURES / "expected-generated.json"
 SHARED_FIXTURES = SHARED / "fixtures"
@@ -285,15 +290,21 @@ def make_apk(path: Path, files: dict[str, bytes]) -> Path:
     return path
 
 
-def rewrite_zip(source: Path, target: Path, replace: dict[str, bytes | None]) -> Path:
-    """Copy a zip entry by entry, replacing (bytes) or dropping (None) some entries."""
-    with zipfile.ZipFile(source) as src, zipfile.ZipFile(target, "w") as out:
-        for info in src.infolist():
-            if info.filename in replace:
-                data = replace[info.filename]
-                if data is None:
-                    continue
-            else:
-                data = src.read(info.filename)
-            out.writestr(info, data)
-    return target
+# Hostile inputs end within these bounds (docs/inspection-android.md, docs/inspection-ios.md).
+TIME_LIMIT = 3.0  # seconds, generous for slow CI machines; most cases take milliseconds
+MEMORY_LIMIT = 96 * 1024 * 1024
+
+
+@contextmanager
+def bounded() -> Iterator[None]:
+    """Assert that the block ends within TIME_LIMIT and MEMORY_LIMIT of Python allocations."""
+    tracemalloc.start()
+    start = time.monotonic()
+    try:
+        yield
+    finally:
+        elapsed = time.monotonic() - start
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    assert elapsed < TIME_LIMIT, f"took {elapsed:.1f}s"
+    assert peak < MEMORY_LIMIT, f"peak {peak / 1e6:.0f} MB"

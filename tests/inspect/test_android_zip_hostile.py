@@ -6,12 +6,8 @@ in docs/inspection-android.md)."""
 from __future__ import annotations
 
 import struct
-import time
-import tracemalloc
 import warnings
 import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -20,25 +16,9 @@ from appyard.core.errors import ArtifactTooLarge, InvalidArtifact
 from appyard.inspect.aab import inspect_aab
 from appyard.inspect.apk import MAX_MANIFEST_BYTES, inspect_apk
 from appyard.inspect.archive import MAX_ENTRIES, MAX_RATIO
-from tests.inspect.conftest import E, load_fixture, make_axml, manifest
+from tests.inspect.conftest import E, bounded, load_fixture, make_axml, manifest
 
-TIME_LIMIT = 3.0  # seconds; most cases take milliseconds
-MEMORY_LIMIT = 96 * 1024 * 1024
 MANIFEST = make_axml(manifest(E("application")))
-
-
-@contextmanager
-def bounded() -> Iterator[None]:
-    tracemalloc.start()
-    start = time.monotonic()
-    try:
-        yield
-    finally:
-        elapsed = time.monotonic() - start
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-    assert elapsed < TIME_LIMIT, f"took {elapsed:.1f}s"
-    assert peak < MEMORY_LIMIT, f"peak {peak / 1e6:.0f} MB"
 
 
 def refused(path: Path, *, aab: bool = False) -> InvalidArtifact:

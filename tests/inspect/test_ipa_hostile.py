@@ -5,11 +5,7 @@ from __future__ import annotations
 
 import plistlib
 import struct
-import time
-import tracemalloc
 import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -18,6 +14,7 @@ from appyard.core.errors import ArtifactTooLarge, InvalidArtifact
 from appyard.inspect.cgbi import PngError, normalize_png
 from appyard.inspect.ipa import inspect_ipa
 from appyard.inspect.plist import MAX_PLIST_BYTES, load_plist
+from tests.inspect.conftest import bounded
 from tests.inspect.test_ipa_factory import (
     gradient_rgba,
     info_plist,
@@ -26,23 +23,6 @@ from tests.inspect.test_ipa_factory import (
     make_profile,
     sign_cms,
 )
-
-TIME_LIMIT = 3.0  # seconds, generous for slow CI machines; most cases take milliseconds
-MEMORY_LIMIT = 96 * 1024 * 1024
-
-
-@contextmanager
-def bounded() -> Iterator[None]:
-    tracemalloc.start()
-    start = time.monotonic()
-    try:
-        yield
-    finally:
-        elapsed = time.monotonic() - start
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-    assert elapsed < TIME_LIMIT, f"took {elapsed:.1f}s"
-    assert peak < MEMORY_LIMIT, f"peak {peak / 1e6:.0f} MB"
 
 
 def refused(path: Path) -> InvalidArtifact:

@@ -29,7 +29,7 @@ from appyard.pipeline import transforms
 from appyard.runtime import Runtime
 from appyard.signing.keystore import load_keystore
 from appyard.signing.sign import sign_apk
-from tests.conftest import FIXTURES, KEYS, RELEASE_KEY, TenantKey, add_signing_key
+from tests.conftest import FIXTURES, KEYS, RELEASE_KEY, TenantKey, add_signing_key, rewrite_zip
 from tests.pipeline.conftest import entries, process, set_controls, with_entries
 from tests.signing.test_align import assert_aligned
 from tests.signing.test_sign import apksigner_verify, zipalign_ok
@@ -243,11 +243,9 @@ def test_integrity_check_notices_a_changed_entry(
     set_controls(runtime, tenant, enable=("protect.integrity",))
     done = process(runtime, tenant, release_signed(tmp_path, {}), tmp_path)
     assert done.output is not None
-    tampered = tmp_path / "tampered.apk"
-    with zipfile.ZipFile(done.output) as a, zipfile.ZipFile(tampered, "w") as b:
-        for info in a.infolist():
-            data = a.read(info)
-            b.writestr(info, data + b"\x00" if info.filename == "classes.dex" else data)
+    with zipfile.ZipFile(done.output) as zf:
+        dex = zf.read("classes.dex")
+    tampered = rewrite_zip(done.output, tmp_path / "tampered.apk", {"classes.dex": dex + b"\x00"})
 
     with pytest.raises(AssertionError, match=r"classes\.dex"):
         check_integrity(tampered)
@@ -260,13 +258,10 @@ def test_integrity_manifest_signature_breaks_when_the_manifest_changes(
     set_controls(runtime, tenant, enable=("protect.integrity",))
     done = process(runtime, tenant, release_signed(tmp_path, {}), tmp_path)
     assert done.output is not None
-    forged = tmp_path / "forged.apk"
-    with zipfile.ZipFile(done.output) as a, zipfile.ZipFile(forged, "w") as b:
-        for info in a.infolist():
-            data = a.read(info)
-            if info.filename == "assets/appyard-integrity.json":
-                data = data.replace(b'"size": ', b'"size": 1', 1)
-            b.writestr(info, data)
+    name = "assets/appyard-integrity.json"
+    with zipfile.ZipFile(done.output) as zf:
+        changed = zf.read(name).replace(b'"size": ', b'"size": 1', 1)
+    forged = rewrite_zip(done.output, tmp_path / "forged.apk", {name: changed})
 
     with pytest.raises(InvalidSignature):
         check_integrity(forged)
