@@ -102,6 +102,4 @@ def upgrade_database(runtime: Runtime) -> None:
 
 def check_backends(runtime: Runtime) -> None:
     """Fail at startup, in one sentence, when a remote backend cannot be used (the bucket)."""
-    check = getattr(runtime.services.store, "check", None)
-    if callable(check):
-        check()
+    runtime.services.store.check()

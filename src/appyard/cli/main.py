@@ -90,7 +90,7 @@ def serve(
 def _serve_in_process(asgi: Any, host: str, port: int) -> None:
     """Granian's embedded server, in this process: one interpreter holds the app (a Granian
     worker process would import everything a second time; see bench/README.md for RSS), and
-    the Rust side still serves downloads with sendfile (ASGI pathsend)."""
+    downloads still leave Python: Granian's runtime sends the file (ASGI pathsend)."""
     import asyncio
     import signal
 

@@ -114,7 +114,11 @@ class UploadRepo(Protocol):
         (a status poll, a sweep on another machine) already moved it."""
         ...
 
-    def list_pending_before(self, when: datetime, limit: int = 100) -> list[Upload]: ...
+    def list_pending(
+        self, *, expiring_before: datetime | None = None, limit: int = 100
+    ) -> list[Upload]:
+        """Pending uploads, soonest to expire first (all of them, or those expiring before)."""
+        ...
 
 
 class JobRepo(Protocol):
@@ -265,6 +269,10 @@ class BlobStore(Protocol):
     def adopt(self, key: str, path: Path) -> BlobInfo:
         """Store the file at ``path`` under ``key``, moving it when the store is local disk
         (no copy), uploading it otherwise. The file is gone afterwards."""
+        ...
+
+    def check(self) -> None:
+        """Raise, in one sentence, when the store cannot be used (checked at startup)."""
         ...
 
 

@@ -306,8 +306,7 @@ def notice_arrived(
     the store though nobody told appyard (a store that cannot call back, a client that never
     polls). Returns the job ids to notify after commit."""
     queued = []
-    horizon = clock.now() + timedelta(days=36500)
-    for upload in uow.uploads.list_pending_before(horizon, limit):
+    for upload in uow.uploads.list_pending(limit=limit):
         if upload.multipart:  # assembled only by complete_multipart
             continue
         job_id = notice_received(uow, clock, store, key=upload.key)
@@ -435,7 +434,7 @@ def expire_stale(
     (to notify after commit).
     """
     count, queued = 0, []
-    for upload in uow.uploads.list_pending_before(clock.now(), limit):
+    for upload in uow.uploads.list_pending(expiring_before=clock.now(), limit=limit):
         if not upload.multipart:
             job_id = notice_received(uow, clock, store, key=upload.key)
             if job_id:

@@ -374,13 +374,13 @@ class UploadRepo(_Repo):
         )
         return result.rowcount == 1
 
-    def list_pending_before(self, when: datetime, limit: int = 100) -> list[Upload]:
-        q = (
-            select(t.uploads)
-            .where(t.uploads.c.state == UploadState.PENDING.value, t.uploads.c.expires_at < when)
-            .order_by(t.uploads.c.expires_at)
-            .limit(limit)
-        )
+    def list_pending(
+        self, *, expiring_before: datetime | None = None, limit: int = 100
+    ) -> list[Upload]:
+        q = select(t.uploads).where(t.uploads.c.state == UploadState.PENDING.value)
+        if expiring_before is not None:
+            q = q.where(t.uploads.c.expires_at < expiring_before)
+        q = q.order_by(t.uploads.c.expires_at).limit(limit)
         return [_obj(Upload, r) for r in self.conn.execute(q)]
 
 
