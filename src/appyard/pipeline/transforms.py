@@ -80,7 +80,8 @@ class TransformContext:
     signing_material: Callable[[], SigningMaterial | None] = lambda: None
 
 
-Transform = Callable[[Path, Path, TransformContext], None]
+Transform = Callable[[Path, Path, TransformContext], bool]
+"""``(src, dst, ctx) -> wrote``: False when the transform had nothing to do (``dst`` unused)."""
 
 
 # --- rewriting an archive ---------------------------------------------------------------------
@@ -107,10 +108,11 @@ def _rewrite(
 # --- protect.zipalign -------------------------------------------------------------------------
 
 
-def _zipalign(src: Path, dst: Path, ctx: TransformContext) -> None:
+def _zipalign(src: Path, dst: Path, ctx: TransformContext) -> bool:
     from appyard.signing.align import align_apk
 
     align_apk(src, dst)
+    return True
 
 
 # --- protect.strip_debug ----------------------------------------------------------------------
@@ -137,7 +139,7 @@ def strippable(name: str, patterns: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
-def _strip_debug(src: Path, dst: Path, ctx: TransformContext) -> None:
+def _strip_debug(src: Path, dst: Path, ctx: TransformContext) -> bool:
     patterns = ctx.options.strip_patterns
     removed: list[str] = []
 
@@ -149,6 +151,7 @@ def _strip_debug(src: Path, dst: Path, ctx: TransformContext) -> None:
 
     _rewrite(src, dst, keep=keep)
     log.info("protect.strip_debug removed=%d names=%s", len(removed), ",".join(removed[:20]))
+    return True
 
 
 # --- protect.integrity ------------------------------------------------------------------------
@@ -212,7 +215,7 @@ def detached_jws(payload: bytes, material: SigningMaterial) -> bytes:
     return f"{protected}..{_b64url(signature)}".encode("ascii")
 
 
-def _integrity(src: Path, dst: Path, ctx: TransformContext) -> None:
+def _integrity(src: Path, dst: Path, ctx: TransformContext) -> bool:
     material = ctx.signing_material()
     if material is None:
         raise IntegrityNeedsSigningKey(
@@ -227,6 +230,7 @@ def _integrity(src: Path, dst: Path, ctx: TransformContext) -> None:
         keep=lambda name: name not in (INTEGRITY_MANIFEST, INTEGRITY_SIGNATURE),
         extra=[(INTEGRITY_MANIFEST, manifest), (INTEGRITY_SIGNATURE, signature)],
     )
+    return True
 
 
 # --- protect.external -------------------------------------------------------------------------
@@ -256,12 +260,11 @@ def _tail(path: Path, secrets: list[str], replacements: dict[str, str]) -> str:
     return tail[-_STDERR_TAIL:]
 
 
-def _external(src: Path, dst: Path, ctx: TransformContext) -> None:
+def _external(src: Path, dst: Path, ctx: TransformContext) -> bool:
     template = ctx.options.protector_command
     if not template:
         log.info("protect.external skipped reason=no_command")
-        shutil.copyfile(src, dst)
-        return
+        return False  # no copy of the artifact for nothing
     kind = src.suffix  # ".apk", ".aab", ".ipa"
     work = ctx.workdir / "protector"
     shutil.rmtree(work, ignore_errors=True)
@@ -337,6 +340,7 @@ def _external(src: Path, dst: Path, ctx: TransformContext) -> None:
         ) from None
     shutil.move(produced, dst)
     shutil.rmtree(work, ignore_errors=True)
+    return True
 
 
 # --- the list ---------------------------------------------------------------------------------
@@ -359,8 +363,8 @@ def apply(control_ids: list[str], kind: str, src: Path, ctx: TransformContext) -
         if control_id not in enabled or kind not in kinds:
             continue
         out = ctx.workdir / f"step{index}-{control_id}.{kind}"
-        function(current, out, ctx)
-        current = out
+        if function(current, out, ctx):
+            current = out
     if current == src:
         out = ctx.workdir / f"output.{kind}"
         shutil.copyfile(src, out)
