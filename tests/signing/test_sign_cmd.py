@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from appyard.cli.sign_cmd import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, run_sign
+from appyard.cli.sign_cmd import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, KeyOptions, run_sign
 from tests.conftest import need, shared_path
 
 KEYS = Path(__file__).resolve().parents[1] / "fixtures" / "keys"
@@ -35,10 +35,7 @@ def test_signs_an_apk_with_schemes_chosen_from_its_min_sdk(
     status = run_sign(
         src,
         tmp_path / "out.apk",
-        keystore=KEYS / "release.p12",
-        alias="release",
-        password_env="RELEASE_PW",
-        key_password_env=None,
+        key=KeyOptions(KEYS / "release.p12", "release", "RELEASE_PW", None),
         schemes=None,
     )
 
@@ -57,10 +54,7 @@ def test_explicit_schemes_and_a_separate_key_password(
     status = run_sign(
         src,
         tmp_path / "out.apk",
-        keystore=KEYS / "debug.keystore",
-        alias="androiddebugkey",
-        password_env="STORE_PW",
-        key_password_env="KEY_PW",
+        key=KeyOptions(KEYS / "debug.keystore", "androiddebugkey", "STORE_PW", "KEY_PW"),
         schemes="v2,v3",
     )
 
@@ -74,10 +68,7 @@ def test_signs_an_aab(release_env: None, tmp_path: Path) -> None:
     status = run_sign(
         src,
         tmp_path / "out.aab",
-        keystore=KEYS / "release.p12",
-        alias="release",
-        password_env="RELEASE_PW",
-        key_password_env=None,
+        key=KeyOptions(KEYS / "release.p12", "release", "RELEASE_PW", None),
         schemes=None,
     )
 
@@ -99,10 +90,7 @@ def test_missing_password_variable_is_a_usage_error(
     status = run_sign(
         src,
         tmp_path / "out.apk",
-        keystore=KEYS / "release.p12",
-        alias="release",
-        password_env="NOPE_PW",
-        key_password_env=None,
+        key=KeyOptions(KEYS / "release.p12", "release", "NOPE_PW", None),
         schemes=None,
     )
 
@@ -120,10 +108,7 @@ def test_wrong_password_is_refused_without_printing_it(
     status = run_sign(
         src,
         tmp_path / "out.apk",
-        keystore=KEYS / "release.p12",
-        alias="release",
-        password_env="RELEASE_PW",
-        key_password_env=None,
+        key=KeyOptions(KEYS / "release.p12", "release", "RELEASE_PW", None),
         schemes=None,
     )
 
@@ -155,10 +140,7 @@ def test_bad_alias_or_scheme_says_why(
         run_sign(
             src,
             tmp_path / "o.apk",
-            keystore=KEYS / "release.p12",
-            alias=alias,
-            password_env="RELEASE_PW",
-            key_password_env=None,
+            key=KeyOptions(KEYS / "release.p12", alias, "RELEASE_PW", None),
             schemes=schemes,
         )
         == status
@@ -175,10 +157,7 @@ def test_ec_key_on_an_old_min_sdk_is_refused_with_the_reason(
     status = run_sign(
         src,
         tmp_path / "o.apk",
-        keystore=KEYS / "other.p12",
-        alias="other",
-        password_env="OTHER_PW",
-        key_password_env=None,
+        key=KeyOptions(KEYS / "other.p12", "other", "OTHER_PW", None),
         schemes=None,
     )
 
@@ -194,10 +173,7 @@ def test_missing_input_and_wrong_extension_are_usage_errors(
             run_sign(
                 src,
                 tmp_path / "o.apk",
-                keystore=KEYS / "release.p12",
-                alias="release",
-                password_env="RELEASE_PW",
-                key_password_env=None,
+                key=KeyOptions(KEYS / "release.p12", "release", "RELEASE_PW", None),
                 schemes=None,
             )
             == EXIT_USAGE

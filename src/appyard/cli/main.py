@@ -201,19 +201,45 @@ def sign(
     schemes: Annotated[
         str | None, typer.Option(help="v1,v2,v3 (default: chosen from minSdk as apksigner does)")
     ] = None,
+    lineage: Annotated[
+        Path | None,
+        typer.Option(help="SigningCertificateLineage from `apksigner rotate` (key rotation)"),
+    ] = None,
+    original_keystore: Annotated[
+        Path | None, typer.Option(help="with --lineage: the key the app was first signed with")
+    ] = None,
+    original_alias: Annotated[str | None, typer.Option(help="alias in --original-keystore")] = None,
+    original_password_env: Annotated[
+        str | None, typer.Option(help="variable holding --original-keystore's password")
+    ] = None,
+    original_key_password_env: Annotated[
+        str | None, typer.Option(help="variable holding the original key's password")
+    ] = None,
+    rotation_min_sdk_version: Annotated[
+        int, typer.Option(help="rotate from this API level: 33+ in v3.1, 28-32 in v3")
+    ] = 33,
 ) -> None:
-    """Align and sign an APK (v1/v2/v3) or an AAB (JAR), outside the server."""
-    from appyard.cli.sign_cmd import run_sign
+    """Align and sign an APK (v1/v2/v3, key rotation) or an AAB (JAR), outside the server."""
+    from appyard.cli.sign_cmd import KeyOptions, run_sign
 
+    original = None
+    if original_keystore is not None:
+        if original_alias is None or original_password_env is None:
+            raise typer.BadParameter(
+                "--original-keystore needs --original-alias and --original-password-env"
+            )
+        original = KeyOptions(
+            original_keystore, original_alias, original_password_env, original_key_password_env
+        )
     raise typer.Exit(
         run_sign(
             src,
             dst,
-            keystore=keystore,
-            alias=alias,
-            password_env=password_env,
-            key_password_env=key_password_env,
+            key=KeyOptions(keystore, alias, password_env, key_password_env),
             schemes=schemes,
+            lineage=lineage,
+            original=original,
+            rotation_min_sdk=rotation_min_sdk_version,
         )
     )
 

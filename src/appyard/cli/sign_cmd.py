@@ -1,20 +1,30 @@
 """``appyard sign IN OUT --keystore FILE --alias A --password-env VAR [--schemes v1,v2,v3]``.
 
 Signs an APK (aligned; v1/v2/v3, chosen from its minSdk like apksigner unless ``--schemes``
-says otherwise) or an AAB (JAR signature) outside the server. Passwords are read from the
-environment variables named on the command line, never from the command line itself, so
-they stay out of shell history and ``ps``. Exit status: 0 signed, 1 the key or the artifact
-was refused (the reason is printed), 2 a usage error.
+says otherwise) or an AAB (JAR signature) outside the server. With ``--lineage FILE`` (from
+``apksigner rotate``) the APK is signed for a rotated key: ``--keystore`` is the new key, the
+``--original-*`` options name the key the app was first signed with (it signs v1 and v2), and
+``--rotation-min-sdk-version`` (default 33) picks a v3.1 (33+) or v3 (28-32) rotation.
+Passwords are read from the environment variables named on the command line, never from the
+command line itself, so they stay out of shell history and ``ps``. Exit status: 0 signed, 1
+the key or the artifact was refused (the reason is printed), 2 a usage error.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from appyard.core.errors import AppyardError, BadRequest
-from appyard.signing.keystore import SigningKeyInvalid, load_keystore
+from appyard.signing.keystore import SigningKeyInvalid, SigningMaterial, load_keystore
+from appyard.signing.lineage import (
+    DEFAULT_ROTATION_MIN_SDK,
+    InvalidLineage,
+    Rotation,
+    load_lineage,
+)
 from appyard.signing.sign import choose_schemes, min_sdk_of, parse_schemes, sign_aab, sign_apk
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
@@ -25,40 +35,68 @@ def _fail(message: str, status: int) -> int:
     return status
 
 
+class _Usage(Exception):
+    pass
+
+
+def _env(name: str, what: str) -> str:
+    value = os.environ.get(name)
+    if value is None:
+        raise _Usage(f"the environment variable {name} ({what}) is not set")
+    return value
+
+
+@dataclass(frozen=True)
+class KeyOptions:
+    """Where a key is and which environment variables hold its passwords."""
+
+    keystore: Path
+    alias: str
+    password_env: str
+    key_password_env: str | None = None
+
+    def load(self) -> SigningMaterial:
+        password = _env(self.password_env, "keystore password")
+        key_password = (
+            _env(self.key_password_env, "key password") if self.key_password_env else None
+        )
+        try:
+            return load_keystore(
+                self.keystore, password=password, alias=self.alias, key_password=key_password
+            )
+        except SigningKeyInvalid as exc:
+            raise SigningKeyInvalid(f"{self.keystore}: {exc.message}") from None
+
+
 def run_sign(
     src: Path,
     dst: Path,
     *,
-    keystore: Path,
-    alias: str,
-    password_env: str,
-    key_password_env: str | None = None,
+    key: KeyOptions,
     schemes: str | None = None,
+    lineage: Path | None = None,
+    original: KeyOptions | None = None,
+    rotation_min_sdk: int = DEFAULT_ROTATION_MIN_SDK,
 ) -> int:
     """Sign ``src`` into ``dst`` (they may be the same file); return the exit status."""
-    password = os.environ.get(password_env)
-    if password is None:
-        return _fail(
-            f"the environment variable {password_env} (keystore password) is not set", EXIT_USAGE
-        )
-    key_password = None
-    if key_password_env is not None:
-        key_password = os.environ.get(key_password_env)
-        if key_password is None:
-            return _fail(
-                f"the environment variable {key_password_env} (key password) is not set", EXIT_USAGE
-            )
     kind = Path(src).suffix.lower()
-    if kind not in (".apk", ".aab"):
-        return _fail(f"{src} is neither an .apk nor an .aab", EXIT_USAGE)
-    if not Path(src).is_file():
-        return _fail(f"{src} does not exist", EXIT_USAGE)
     try:
+        if (lineage is None) != (original is None):
+            raise _Usage("--lineage and --original-keystore go together (key rotation)")
+        if kind not in (".apk", ".aab"):
+            raise _Usage(f"{src} is neither an .apk nor an .aab")
+        if kind == ".aab" and lineage is not None:
+            raise _Usage("an AAB carries a JAR signature only; key rotation is for APKs")
+        if not Path(src).is_file():
+            raise _Usage(f"{src} does not exist")
         chosen = parse_schemes(schemes) if schemes is not None else None
         if kind == ".aab" and chosen is not None and chosen != {"v1"}:
-            return _fail("an AAB carries a JAR signature only (--schemes v1)", EXIT_USAGE)
-        material = load_keystore(
-            keystore, password=password, alias=alias, key_password=key_password
+            raise _Usage("an AAB carries a JAR signature only (--schemes v1)")
+        material = key.load()
+        rotation = (
+            Rotation(load_lineage(lineage), original.load(), rotation_min_sdk)
+            if lineage is not None and original is not None
+            else None
         )
         if kind == ".aab":
             sign_aab(src, dst, material)
@@ -66,10 +104,14 @@ def run_sign(
         else:
             min_sdk = min_sdk_of(src)
             chosen = chosen or choose_schemes(min_sdk)
-            sign_apk(src, dst, material, schemes=chosen, min_sdk=min_sdk)
+            sign_apk(src, dst, material, schemes=chosen, min_sdk=min_sdk, rotation=rotation)
             done = ",".join(sorted(chosen))
-    except SigningKeyInvalid as exc:
-        return _fail(f"{keystore}: {exc.message}", EXIT_REFUSED)
+            if rotation is not None:
+                done += ", rotated " + ("v3.1" if rotation.uses_v31(min_sdk) else "v3")
+    except _Usage as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except (SigningKeyInvalid, InvalidLineage) as exc:
+        return _fail(exc.message, EXIT_REFUSED)
     except BadRequest as exc:
         return _fail(exc.message, EXIT_USAGE)
     except AppyardError as exc:

@@ -14,8 +14,10 @@ Scheme choice follows apksigner: v1 is kept when minSdk < 24, v2 and v3 always; 
 digest is SHA-256 (SHA-1 for RSA keys when minSdk < 18). v2 and v3 use RSASSA-PKCS1-v1_5
 with SHA-256 (``0x0103``) or ECDSA with SHA-256 (``0x0201``) over the same content digest;
 the v2 signer carries the stripping-protection attribute when v3 is present, and the v3
-signer covers SDK 24 to ``0x7fffffff`` (what apksigner 31 writes). Key rotation (v3.1,
-proof-of-rotation lineage) is not implemented.
+signer covers SDK 24 to ``0x7fffffff`` (what apksigner 31 writes). Key rotation follows
+apksigner with a lineage (:mod:`appyard.signing.lineage`): the original key signs v1 and v2,
+the rotated key a v3 signer (rotation from API 28) or a v3.1 signer (from API 33, the
+default) carrying the proof-of-rotation lineage.
 
 Existing signatures in the input are replaced: JAR signature files (``META-INF/MANIFEST.MF``,
 ``*.SF``, ``*.RSA``, ``*.DSA``, ``*.EC``, ``SIG-*``) and any APK Signing Block are dropped.
@@ -27,6 +29,7 @@ import logging
 import os
 import struct
 from collections.abc import Collection
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -49,6 +52,7 @@ from appyard.signing.align import (
 )
 from appyard.signing.digest import ContentDigestAlgorithm, ContentDigester
 from appyard.signing.keystore import SigningMaterial
+from appyard.signing.lineage import InvalidLineage, Rotation
 from appyard.signing.v1_sign import (
     MANIFEST_NAME,
     MAX_SOURCE_MANIFEST,
@@ -58,15 +62,20 @@ from appyard.signing.v1_sign import (
     needs_digest,
     signature_entries,
 )
+from appyard.signing.verify import (
+    PROOF_OF_ROTATION_ATTR_ID,
+    ROTATION_MIN_SDK_VERSION_ATTR_ID,
+    STRIPPING_PROTECTION_ATTR_ID,
+    V2_BLOCK_ID,
+    V3_BLOCK_ID,
+    V31_BLOCK_ID,
+)
 from appyard.signing.zipmeta import CentralDirectoryEntry, read_uncompressed
 
 log = logging.getLogger(__name__)
 
 SCHEMES = ("v1", "v2", "v3")
-V2_BLOCK_ID = 0x7109871A
-V3_BLOCK_ID = 0xF05368C0
 PADDING_BLOCK_ID = 0x42726577
-STRIPPING_PROTECTION_ATTR_ID = 0xBEEFF00D
 RSA_PKCS1_SHA256 = 0x0103
 ECDSA_SHA256 = 0x0201
 V3_MIN_SDK = 24
@@ -136,38 +145,87 @@ def _sign(material: SigningMaterial, data: bytes) -> bytes:
     return key.sign(data, ec.ECDSA(hashes.SHA256()))
 
 
-def _signer(
-    material: SigningMaterial, content_digest: bytes, *, v3: bool, v3_present: bool
-) -> bytes:
+@dataclass(frozen=True)
+class SignerPlan:
+    """One signer of the APK Signing Block: which block, which key, which SDK range (v3 and
+    v3.1 only) and which additional attributes (already encoded as ``u32 id | value``)."""
+
+    block_id: int
+    material: SigningMaterial
+    min_sdk: int = V3_MIN_SDK
+    max_sdk: int = V3_MAX_SDK
+    attributes: tuple[bytes, ...] = ()
+
+
+def _attribute(attr_id: int, value: bytes) -> bytes:
+    return struct.pack("<I", attr_id) + value
+
+
+def plan_signers(
+    material: SigningMaterial,
+    *,
+    v2: bool,
+    v3: bool,
+    rotation: Rotation | None = None,
+    apk_min_sdk: int = 1,
+) -> list[SignerPlan]:
+    """The v2/v3/v3.1 signers apksigner writes for these schemes and this rotation.
+
+    Without rotation one key signs everything, v3 covering API 24 and later. With a
+    rotation, the original key signs v2; the current key, with the lineage, signs v3 (from
+    API 24) or, when :meth:`Rotation.uses_v31`, a v3.1 signer from the rotation's minimum
+    SDK while the original key signs v3 up to the API level before it and says where
+    rotation starts (the v3.1 stripping protection).
+    """
+    v2_key = rotation.original if rotation is not None else material
+    plans: list[SignerPlan] = []
+    if v2:
+        stripping = (_attribute(STRIPPING_PROTECTION_ATTR_ID, struct.pack("<I", 3)),) if v3 else ()
+        plans.append(SignerPlan(V2_BLOCK_ID, v2_key, attributes=stripping))
+    if not v3:
+        return plans
+    if rotation is None:
+        plans.append(SignerPlan(V3_BLOCK_ID, material))
+        return plans
+    proof = (_attribute(PROOF_OF_ROTATION_ATTR_ID, rotation.lineage.encoded),)
+    if rotation.uses_v31(apk_min_sdk):
+        plans.append(
+            SignerPlan(
+                V3_BLOCK_ID,
+                rotation.original,
+                max_sdk=rotation.min_sdk - 1,
+                attributes=(
+                    _attribute(
+                        ROTATION_MIN_SDK_VERSION_ATTR_ID, struct.pack("<i", rotation.min_sdk)
+                    ),
+                ),
+            )
+        )
+        plans.append(SignerPlan(V31_BLOCK_ID, material, min_sdk=rotation.min_sdk, attributes=proof))
+    else:
+        plans.append(SignerPlan(V3_BLOCK_ID, material, attributes=proof))
+    return plans
+
+
+def _signer(plan: SignerPlan, content_digest: bytes) -> bytes:
+    material = plan.material
     algorithm = _algorithm_id(material)
     certs = [c.public_bytes(Encoding.DER) for c in material.cert_chain]
     public_key = asn1_x509.Certificate.load(certs[0])["tbs_certificate"][
         "subject_public_key_info"
     ].dump()
     digests = _lp_seq([struct.pack("<I", algorithm) + _lp(content_digest)])
-    if v3:
-        sdk = struct.pack("<II", V3_MIN_SDK, V3_MAX_SDK)
-        signed_data = digests + _lp_seq(certs) + sdk + _lp_seq([])
-    else:
-        attributes = [struct.pack("<II", STRIPPING_PROTECTION_ATTR_ID, 3)] if v3_present else []
-        signed_data = digests + _lp_seq(certs) + _lp_seq(attributes)
+    attributes = _lp_seq(plan.attributes)
+    sdk = b"" if plan.block_id == V2_BLOCK_ID else struct.pack("<II", plan.min_sdk, plan.max_sdk)
+    signed_data = digests + _lp_seq(certs) + sdk + attributes
     signatures = _lp_seq([struct.pack("<I", algorithm) + _lp(_sign(material, signed_data))])
-    if v3:
-        return _lp(signed_data) + sdk + signatures + _lp(public_key)
-    return _lp(signed_data) + signatures + _lp(public_key)
+    return _lp(signed_data) + sdk + signatures + _lp(public_key)
 
 
-def signing_block(material: SigningMaterial, content_digest: bytes, *, v2: bool, v3: bool) -> bytes:
-    """The APK Signing Block with v2 and/or v3 signers, padded to a multiple of 4096 bytes."""
-    pairs: list[tuple[int, bytes]] = []
-    if v2:
-        pairs.append(
-            (V2_BLOCK_ID, _lp(_lp(_signer(material, content_digest, v3=False, v3_present=v3))))
-        )
-    if v3:
-        pairs.append(
-            (V3_BLOCK_ID, _lp(_lp(_signer(material, content_digest, v3=True, v3_present=True))))
-        )
+def signing_block(plans: Collection[SignerPlan], content_digest: bytes) -> bytes:
+    """The APK Signing Block holding ``plans`` (one signer per block, in the order given),
+    padded to a multiple of 4096 bytes."""
+    pairs = [(plan.block_id, _lp(_lp(_signer(plan, content_digest)))) for plan in plans]
     body = b"".join(struct.pack("<QI", len(value) + 4, key) + value for key, value in pairs)
     total = 8 + len(body) + 8 + len(BLOCK_MAGIC)
     pad = (-total) % PAGE
@@ -307,25 +365,23 @@ def _source_manifest(fh: BinaryIO, layout: ZipLayout) -> bytes | None:
 def _sign_archive(
     src: str | os.PathLike[str],
     dst: str | os.PathLike[str],
-    material: SigningMaterial,
+    jar_signer: SigningMaterial,
     *,
     v1_digest: str | None,
-    v2: bool,
-    v3: bool,
+    plans: Collection[SignerPlan],
     alignment: int,
     so_alignment: int,
     required: str | None = None,
 ) -> None:
-    apk_schemes = [n for n, on in ((2, v2), (3, v3)) if on]
+    ids = {plan.block_id for plan in plans}
+    apk_schemes = [n for n, block_id in ((2, V2_BLOCK_ID), (3, V3_BLOCK_ID)) if block_id in ids]
     with open(src, "rb") as fh:
         layout = read_layout(fh)
         if required is not None and layout.find(required) is None:
             raise InvalidArtifact(f"The archive has no {required}.", reason="missing_entry")
         source_manifest = _source_manifest(fh, layout) if v1_digest else None
         with replacing(Path(dst)) as raw:
-            content = (
-                ContentDigester([ContentDigestAlgorithm.CHUNKED_SHA256]) if apk_schemes else None
-            )
+            content = ContentDigester([ContentDigestAlgorithm.CHUNKED_SHA256]) if plans else None
             out = OffsetWriter(raw, content.update if content is not None else None)
             digests: dict[str, bytes] = {}
             pending: dict[str, ContentDigest] = {}
@@ -353,7 +409,7 @@ def _sign_archive(
             )
             if v1_digest is not None:
                 for name, data in signature_entries(
-                    material,
+                    jar_signer,
                     digests,
                     digest=v1_digest,
                     apk_schemes=apk_schemes,
@@ -377,7 +433,7 @@ def _sign_archive(
                     )
                 )
                 digest = content.digests()[ContentDigestAlgorithm.CHUNKED_SHA256]
-                block = signing_block(material, digest, v2=v2, v3=v3)
+                block = signing_block(plans, digest)
                 raw.write(block)
             else:
                 entries_end = out.offset
@@ -401,35 +457,50 @@ def sign_apk(
     *,
     schemes: Collection[str] | None = None,
     min_sdk: int | None = None,
+    rotation: Rotation | None = None,
 ) -> None:
     """Align and sign ``src`` into ``dst``.
 
     ``min_sdk`` is the APK's ``minSdkVersion``; when not given it is read from the APK's
     AndroidManifest.xml, as apksigner does. It picks the default ``schemes``
     (:func:`choose_schemes`) and the JAR digest (:func:`~appyard.signing.v1_sign.digest_for`).
+    ``rotation`` signs with a rotated key (:mod:`appyard.signing.lineage`): ``material`` is
+    the lineage's newest key, the rotation's original key signs v1 and v2.
     """
     chosen = _validate(schemes) if schemes is not None else None
     if min_sdk is None:
         min_sdk = min_sdk_of(src)
     if chosen is None:
         chosen = choose_schemes(min_sdk)
-    v1_digest = digest_for(material, min_sdk) if "v1" in chosen else None
+    if rotation is not None:
+        if "v3" not in chosen:
+            raise InvalidLineage(
+                "Key rotation is carried by the v3 signature: sign with v3 when giving a lineage."
+            )
+        rotation.check(material)
+    jar_signer = rotation.original if rotation is not None else material
     _sign_archive(
         src,
         dst,
-        material,
-        v1_digest=v1_digest,
-        v2="v2" in chosen,
-        v3="v3" in chosen,
+        jar_signer,
+        v1_digest=digest_for(jar_signer, min_sdk) if "v1" in chosen else None,
+        plans=plan_signers(
+            material,
+            v2="v2" in chosen,
+            v3="v3" in chosen,
+            rotation=rotation,
+            apk_min_sdk=min_sdk,
+        ),
         alignment=DEFAULT_ALIGNMENT,
         so_alignment=PAGE_ALIGNMENT,
         required=MANIFEST_XML,
     )
     log.info(
-        "signing.apk_signed schemes=%s min_sdk=%d signer=%s",
+        "signing.apk_signed schemes=%s min_sdk=%d signer=%s rotation_min_sdk=%s",
         ",".join(sorted(chosen)),
         min_sdk,
         material.alias,
+        rotation.min_sdk if rotation is not None else "-",
     )
 
 
@@ -442,8 +513,7 @@ def sign_aab(
         dst,
         material,
         v1_digest="sha256",
-        v2=False,
-        v3=False,
+        plans=(),
         alignment=1,
         so_alignment=1,
     )

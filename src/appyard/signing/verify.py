@@ -63,6 +63,7 @@ __all__ = [
     "V2_BLOCK_ID",
     "V3_BLOCK_ID",
     "V31_BLOCK_ID",
+    "lineage_certificates",
     "verify_apk",
     "verify_jar",
 ]
@@ -350,6 +351,16 @@ def _read_lineage(value: bytes) -> list[_LineageNode]:
         nodes.append(_LineageNode(cert, signed_sig_alg, sig_alg, flags))
         last, last_sig_alg = cert, sig_alg
     return nodes
+
+
+def lineage_certificates(value: bytes) -> list[CertificateInfo]:
+    """The certificates of an encoded proof-of-rotation lineage (the v3 signer attribute's
+    value), oldest first, after checking every link's signature. Raises ``ValueError`` with
+    apksig's wording when the lineage is unparsable or a link does not verify."""
+    try:
+        return [node.cert.info for node in _read_lineage(value)]
+    except _Malformed as exc:
+        raise ValueError(f"Malformed SigningCertificateLineage: {exc}") from None
 
 
 def _parse_signer(
