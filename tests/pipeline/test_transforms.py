@@ -1,12 +1,14 @@
-"""The protection transforms, each shown on a fixture APK through the real pipeline: the
-tenant's controls choose them, the worker runs them, the output is signed with the tenant's
-managed key and must still pass ``apksigner verify`` and ``zipalign -c -p 4``."""
+"""The protection transforms, each shown on a fixture APK (and the bundle fixture) through the
+real pipeline: the tenant's controls choose them, the worker runs them, the output is signed
+with the tenant's managed key and must still pass ``apksigner verify`` and ``zipalign -c -p 4``
+(an AAB: ``jarsigner -verify``)."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import json
+import subprocess
 import sys
 import textwrap
 import time
@@ -28,11 +30,12 @@ from appyard.core.models import BuildStatus, ConfigVersion, Platform
 from appyard.pipeline import transforms
 from appyard.runtime import Runtime
 from appyard.signing.keystore import load_keystore
-from appyard.signing.sign import sign_apk
+from appyard.signing.sign import sign_aab, sign_apk
+from appyard.signing.verify import verify_jar
 from tests.conftest import FIXTURES, KEYS, RELEASE_KEY, TenantKey, add_signing_key, rewrite_zip
 from tests.pipeline.conftest import entries, process, set_controls, with_entries
 from tests.signing.test_align import assert_aligned
-from tests.signing.test_sign import apksigner_verify, zipalign_ok
+from tests.signing.test_sign import apksigner_verify, tool, zipalign_ok
 
 OTHER_KEY = ("other.p12", "fixture-other", "other")  # EC P-256
 
@@ -60,11 +63,14 @@ def cert_sha256(key: tuple[str, str, str]) -> str:
 def release_signed(
     tmp: Path, extra: dict[str, bytes], base: str = "fixture-native-libs.apk"
 ) -> Path:
-    """A fixture APK with ``extra`` entries, release-signed the way a CI would upload it."""
-    raw = with_entries(FIXTURES / base, tmp / "unsigned.apk", extra)
+    """A fixture APK (or AAB) with ``extra`` entries, release-signed the way a CI would upload
+    it."""
+    suffix = Path(base).suffix
+    raw = with_entries(FIXTURES / base, tmp / f"unsigned{suffix}", extra)
     material = load_keystore(KEYS / RELEASE_KEY[0], password=RELEASE_KEY[1], alias=RELEASE_KEY[2])
-    sign_apk(raw, tmp / "input.apk", material)
-    return tmp / "input.apk"
+    sign = sign_aab if suffix == ".aab" else sign_apk
+    sign(raw, tmp / f"input{suffix}", material)
+    return tmp / f"input{suffix}"
 
 
 def assert_signed_by(path: Path, key: tuple[str, str, str]) -> None:
@@ -73,6 +79,19 @@ def assert_signed_by(path: Path, key: tuple[str, str, str]) -> None:
     assert [sha for _dn, sha in report.signers] == [cert_sha256(key)]
     assert zipalign_ok(path)
     assert_aligned(path)
+
+
+def assert_bundle_signed_by(path: Path, key: tuple[str, str, str]) -> None:
+    """JAR-signed by ``key`` only, every entry covered: jarsigner (the reference) and appyard's
+    own verifier agree."""
+    result = subprocess.run(
+        [tool("jarsigner"), "-verify", "-verbose", str(path)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "jar verified." in result.stdout and "unsigned entries" not in result.stdout
+    jar = verify_jar(path)
+    assert jar.verified, jar.errors
+    assert [c.sha256 for c in jar.signers] == [cert_sha256(key)]
 
 
 # --- controls -------------------------------------------------------------------------------------
@@ -170,12 +189,14 @@ def _b64url_decode(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def check_integrity(apk: Path) -> tuple[dict[str, object], x509.Certificate]:
+def check_integrity(apk: Path, base: str = "") -> tuple[dict[str, object], x509.Certificate]:
     """What an app or a store does, with nothing from appyard: verify the detached JWS over
-    the manifest with the certificate it names, then every entry's SHA-256 and size."""
+    the manifest with the certificate it names, then every entry's SHA-256 and size. ``base``
+    is where the base APK's files are (``base/`` in a bundle)."""
+    manifest_name = f"{base}assets/appyard-integrity.json"
     with zipfile.ZipFile(apk) as zf:
-        payload = zf.read("assets/appyard-integrity.json")
-        jws = zf.read("assets/appyard-integrity.json.jws").decode()
+        payload = zf.read(manifest_name)
+        jws = zf.read(f"{manifest_name}.jws").decode()
         protected, empty, signature_b64 = jws.split(".")
         assert empty == ""  # detached payload (RFC 7515 appendix F)
         header = json.loads(_b64url_decode(protected))
@@ -205,7 +226,7 @@ def check_integrity(apk: Path) -> tuple[dict[str, object], x509.Certificate]:
             n
             for n in zf.namelist()
             if not n.endswith("/")
-            and not n.startswith("assets/appyard-integrity.json")
+            and not n.startswith(manifest_name)
             and not (n.startswith("META-INF/") and n.endswith(jar_signature))
         ]
         assert sorted(listed) == sorted(present)
@@ -278,6 +299,92 @@ def test_integrity_without_a_signing_key_fails_the_job_clearly(
     assert done.build.error_message is not None
     assert "protect.integrity" in done.build.error_message
     assert "signing key" in done.build.error_message
+
+
+# --- bundles (AAB) --------------------------------------------------------------------------------
+
+BUNDLE = "fixture-bundle.aab"
+BUNDLE_DEBUG_ONLY = {"base/root/META-INF/x.kotlin_module": b"\x00\x00\x00\x03kotlin module"}
+BUNDLE_NEEDED = {  # match *.kotlin_module, but bundletool makes code and resources of them
+    "base/dex/x.kotlin_module": b"in the code folder",
+    "base/res/raw/kept.kotlin_module": b"a resource the app reads",
+    "BUNDLE-METADATA/com.example/x.kotlin_module": b"build metadata, in no APK",
+}
+
+
+def test_strip_patterns_match_the_apk_path_of_a_bundle_entry() -> None:
+    patterns = ("*.kotlin_module", "META-INF/*", "*.pb", "*.dex", "res/*", "root/*")
+    removed = [
+        "base/root/META-INF/x.kotlin_module",  # META-INF/x.kotlin_module in the APK
+        "feature/root/META-INF/y.version",
+        "base/root/debug/x.kotlin_module",
+    ]
+    kept = [
+        "base/manifest/AndroidManifest.xml",
+        "base/dex/classes.dex",
+        "base/dex/x.kotlin_module",
+        "base/res/raw/x.kotlin_module",
+        "base/lib/arm64-v8a/libx.so",
+        "base/assets/x.kotlin_module",
+        "base/root/classes2.dex",  # classes2.dex in the APK: code
+        "base/root/assets/x.kotlin_module",  # assets/...: protected there too
+        "base/root/META-INF/MANIFEST.MF",  # the APK signer's
+        "base/resources.pb",
+        "base/native.pb",
+        "BundleConfig.pb",
+        "BUNDLE-METADATA/com.example/x.kotlin_module",
+        "BUNDLE-METADATA/root/x.kotlin_module",
+        "META-INF/MANIFEST.MF",
+        "META-INF/RELEASE.SF",
+    ]
+    for name in removed:
+        assert transforms.strippable(name, patterns, transforms.AAB), name
+    for name in kept:
+        assert not transforms.strippable(name, patterns, transforms.AAB), name
+
+
+def test_strip_debug_on_a_bundle_removes_only_root_metadata(
+    runtime: Runtime, tenant: TenantKey, tmp_path: Path
+) -> None:
+    add_signing_key(runtime, tenant.tenant_id)
+    src = release_signed(tmp_path, {**BUNDLE_DEBUG_ONLY, **BUNDLE_NEEDED}, base=BUNDLE)
+
+    done = process(runtime, tenant, src, tmp_path)  # production: strip_debug on by default
+
+    assert done.build.status is BuildStatus.COMPLETED, done.build.error_message
+    assert done.build.signed and done.output is not None
+    before, after = entries(src), entries(done.output)
+    assert set(after) == set(before) - set(BUNDLE_DEBUG_ONLY)
+    for name in after:
+        if not name.startswith("META-INF/"):  # the JAR signature is the tenant key's
+            assert after[name] == before[name], name
+    assert_bundle_signed_by(done.output, RELEASE_KEY)
+
+
+def test_integrity_manifest_of_a_bundle_is_in_the_base_module_assets(
+    runtime: Runtime, tenant: TenantKey, tmp_path: Path
+) -> None:
+    add_signing_key(runtime, tenant.tenant_id, key=OTHER_KEY)
+    set_controls(runtime, tenant, enable=("protect.integrity",))
+    src = release_signed(tmp_path, {**BUNDLE_DEBUG_ONLY, **BUNDLE_NEEDED}, base=BUNDLE)
+
+    done = process(runtime, tenant, src, tmp_path)  # strip_debug, then integrity
+
+    assert done.build.status is BuildStatus.COMPLETED, done.build.error_message
+    assert done.output is not None
+    manifest, cert = check_integrity(done.output, base="base/")  # every bundle entry checks out
+    assert hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest() == cert_sha256(OTHER_KEY)
+    names = {e["name"] for e in manifest["entries"]}  # type: ignore[union-attr]
+    assert {
+        "BundleConfig.pb",
+        "base/manifest/AndroidManifest.xml",
+        "base/dex/classes.dex",
+        "base/resources.pb",
+        *BUNDLE_NEEDED,
+    } <= names
+    assert not set(BUNDLE_DEBUG_ONLY) & names  # made after strip_debug
+    assert "assets/appyard-integrity.json" not in entries(done.output)  # not at the top level
+    assert_bundle_signed_by(done.output, OTHER_KEY)
 
 
 # --- protect.external -----------------------------------------------------------------------------

@@ -17,9 +17,9 @@ from appyard.core.ports import UnitOfWork
 ALL_VERSIONS = tuple(ConfigVersion)
 RELEASE_VERSIONS = (ConfigVersion.STAGING, ConfigVersion.PRODUCTION)
 
-# Debug-only content a release need not carry (fnmatch patterns on entry names; ``*`` also
-# matches ``/``). Code, resources, the manifest and native libraries are never removed,
-# whatever the patterns say (see ``appyard.pipeline.transforms.PROTECTED``).
+# Debug-only content a release need not carry (fnmatch patterns on entry names, a bundle
+# entry's name in the APK; ``*`` also matches ``/``). Code, resources, the manifest and native
+# libraries are never removed, whatever the patterns say (``pipeline.transforms.PROTECTED``).
 DEFAULT_STRIP_PATTERNS: tuple[str, ...] = (
     "*.kotlin_module",
     "META-INF/*.version",
@@ -73,7 +73,7 @@ PROTECTION_CONTROLS: tuple[ControlSpec, ...] = (
         kind="protection",
         platforms=(Platform.ANDROID,),
         title="Add a signed integrity manifest (SHA-256 of every entry, signed with the "
-        "build's signing key) at assets/appyard-integrity.json",
+        "build's signing key) at assets/appyard-integrity.json (an AAB: base/assets/)",
         default_versions=(),
     ),
     ControlSpec(

@@ -4,8 +4,9 @@ The processing pipeline applies the enabled ones in catalog order (``core.contro
 ``protect.strip_debug``, ``protect.external``, ``protect.integrity``, then
 ``protect.zipalign`` last, right before signing. Each reads its input file and writes a new
 output file; none modifies its input, so a stage is safe to run twice. Entries are streamed
-(copied raw, never recompressed); only the central directory is held in memory.
-docs/protection.md describes every transform, its control and its defaults.
+(copied raw, never recompressed); only the central directory is held in memory. Where an
+archive keeps things (an APK's ``assets/``, a bundle's ``base/assets/``) is its kind's
+:class:`Layout`. docs/protection.md describes every transform, its control and its defaults.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ log = logging.getLogger("appyard.pipeline")
 
 INTEGRITY_MANIFEST = "assets/appyard-integrity.json"
 INTEGRITY_SIGNATURE = "assets/appyard-integrity.json.jws"
+"""Paths in the (base) APK, where the app reads them; :attr:`Layout.base` places them."""
 INTEGRITY_FORMAT = "appyard-integrity/1"
 
 
@@ -80,8 +82,52 @@ class TransformContext:
     signing_material: Callable[[], SigningMaterial | None] = lambda: None
 
 
-Transform = Callable[[Path, Path, TransformContext], bool]
-"""``(src, dst, ctx) -> wrote``: False when the transform had nothing to do (``dst`` unused)."""
+Transform = Callable[[Path, Path, str, TransformContext], bool]
+"""``(src, dst, kind, ctx) -> wrote``: False when the transform had nothing to do (``dst``
+unused); ``kind`` is ``apk``, ``aab`` or ``ipa``."""
+
+
+# --- where things are, per kind ---------------------------------------------------------------
+
+BUNDLE_FILES = ("BUNDLE-METADATA", "META-INF")
+"""Top-level folders of a bundle that are no module: build metadata and the JAR signature."""
+
+
+def bundle_apk_path(name: str) -> str | None:
+    """The path a bundle entry has in the APKs bundletool builds, for what it copies to the
+    APK root: ``<module>/root/X`` -> ``X``. ``None`` for the rest: the module's manifest,
+    ``dex/``, ``res/``, ``lib/`` and ``assets/`` (code and resources, which bundletool
+    converts or copies into their own APK paths), ``*.pb`` configuration, ``BundleConfig.pb``,
+    ``BUNDLE-METADATA/`` and the JAR signature."""
+    module, _, rest = name.partition("/")
+    folder, _, inner = rest.partition("/")
+    if module in BUNDLE_FILES or folder != "root" or not inner:
+        return None
+    return inner
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where one kind of archive keeps things. ``apk_path`` maps an entry to the path its
+    file has in an APK (what strip patterns and :data:`PROTECTED` are matched against;
+    ``None``: never removed); ``base`` is the prefix of the base APK's files (an AAB's base
+    module), where the integrity manifest goes."""
+
+    apk_path: Callable[[str], str | None]
+    base: str = ""
+
+    @property
+    def integrity_manifest(self) -> str:
+        return self.base + INTEGRITY_MANIFEST
+
+    @property
+    def integrity_signature(self) -> str:
+        return self.base + INTEGRITY_SIGNATURE
+
+
+APK = Layout(apk_path=lambda name: name)
+AAB = Layout(apk_path=bundle_apk_path, base="base/")  # bundletool puts base/assets/ in base APK
+LAYOUTS = {"apk": APK, "aab": AAB}
 
 
 # --- rewriting an archive ---------------------------------------------------------------------
@@ -108,7 +154,7 @@ def _rewrite(
 # --- protect.zipalign -------------------------------------------------------------------------
 
 
-def _zipalign(src: Path, dst: Path, ctx: TransformContext) -> bool:
+def _zipalign(src: Path, dst: Path, kind: str, ctx: TransformContext) -> bool:
     from appyard.signing.align import align_apk
 
     align_apk(src, dst)
@@ -132,19 +178,21 @@ def is_protected(name: str) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in PROTECTED)
 
 
-def strippable(name: str, patterns: tuple[str, ...]) -> bool:
-    """Whether ``protect.strip_debug`` removes the entry ``name``."""
-    if is_protected(name) or is_signature_file(name):
+def strippable(name: str, patterns: tuple[str, ...], layout: Layout = APK) -> bool:
+    """Whether ``protect.strip_debug`` removes the entry ``name``: the patterns and
+    :data:`PROTECTED` apply to the path its file has in an APK (``layout.apk_path``)."""
+    path = layout.apk_path(name)
+    if path is None or is_protected(path) or is_signature_file(name) or is_signature_file(path):
         return False
-    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+    return any(fnmatch.fnmatchcase(path, p) for p in patterns)
 
 
-def _strip_debug(src: Path, dst: Path, ctx: TransformContext) -> bool:
-    patterns = ctx.options.strip_patterns
+def _strip_debug(src: Path, dst: Path, kind: str, ctx: TransformContext) -> bool:
+    patterns, layout = ctx.options.strip_patterns, LAYOUTS[kind]
     removed: list[str] = []
 
     def keep(name: str) -> bool:
-        if strippable(name, patterns):
+        if strippable(name, patterns, layout):
             removed.append(name)
             return False
         return True
@@ -161,26 +209,27 @@ def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-def listed_in_integrity_manifest(name: str) -> bool:
-    """Entries the manifest covers: every file except JAR signature files (the signer
-    rewrites them) and the integrity manifest and its signature themselves."""
+def listed_in_integrity_manifest(name: str, layout: Layout = APK) -> bool:
+    """Entries the manifest covers, by their name in the archive: every file except JAR
+    signature files (the signer rewrites them) and the integrity manifest and its signature
+    themselves."""
     return (
         not name.endswith("/")
         and not is_signature_file(name)
-        and name not in (INTEGRITY_MANIFEST, INTEGRITY_SIGNATURE)
+        and name not in (layout.integrity_manifest, layout.integrity_signature)
     )
 
 
-def integrity_manifest(path: Path) -> bytes:
+def integrity_manifest(path: Path, layout: Layout = APK) -> bytes:
     """The manifest of ``path``: canonical JSON, entries sorted by name, streamed hashing."""
     entries = []
     with open(path, "rb") as fh:
-        layout = read_layout(fh)
-        for entry in layout.entries:
-            if not listed_in_integrity_manifest(entry.name):
+        zip_layout = read_layout(fh)
+        for entry in zip_layout.entries:
+            if not listed_in_integrity_manifest(entry.name, layout):
                 continue
             digest = hashlib.sha256()
-            for chunk in iter_uncompressed_data(fh, entry, layout.sections.cd_offset):
+            for chunk in iter_uncompressed_data(fh, entry, zip_layout.sections.cd_offset):
                 digest.update(chunk)
             entries.append(
                 {"name": entry.name, "size": entry.uncompressed_size, "sha256": digest.hexdigest()}
@@ -215,20 +264,22 @@ def detached_jws(payload: bytes, material: SigningMaterial) -> bytes:
     return f"{protected}..{_b64url(signature)}".encode("ascii")
 
 
-def _integrity(src: Path, dst: Path, ctx: TransformContext) -> bool:
+def _integrity(src: Path, dst: Path, kind: str, ctx: TransformContext) -> bool:
     material = ctx.signing_material()
     if material is None:
         raise IntegrityNeedsSigningKey(
             "protect.integrity signs its manifest with the build's signing key, and this build "
             "has none: choose a signing key for the build or disable protect.integrity."
         )
-    manifest = integrity_manifest(src)
+    layout = LAYOUTS[kind]
+    manifest = integrity_manifest(src, layout)
     signature = detached_jws(manifest, material)
+    names = (layout.integrity_manifest, layout.integrity_signature)
     _rewrite(
         src,
         dst,
-        keep=lambda name: name not in (INTEGRITY_MANIFEST, INTEGRITY_SIGNATURE),
-        extra=[(INTEGRITY_MANIFEST, manifest), (INTEGRITY_SIGNATURE, signature)],
+        keep=lambda name: name not in names,
+        extra=[(names[0], manifest), (names[1], signature)],
     )
     return True
 
@@ -260,16 +311,15 @@ def _tail(path: Path, secrets: list[str], replacements: dict[str, str]) -> str:
     return tail[-_STDERR_TAIL:]
 
 
-def _external(src: Path, dst: Path, ctx: TransformContext) -> bool:
+def _external(src: Path, dst: Path, kind: str, ctx: TransformContext) -> bool:
     template = ctx.options.protector_command
     if not template:
         log.info("protect.external skipped reason=no_command")
         return False  # no copy of the artifact for nothing
-    kind = src.suffix  # ".apk", ".aab", ".ipa"
     work = ctx.workdir / "protector"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
-    given, produced = work / f"input{kind}", work / f"output{kind}"
+    given, produced = work / f"input.{kind}", work / f"output.{kind}"
     shutil.copyfile(src, given)
     try:
         parts = shlex.split(template)
@@ -336,7 +386,7 @@ def _external(src: Path, dst: Path, ctx: TransformContext) -> bool:
     except NotAZip:
         raise ProtectorFailed(
             f"The external protector {program!r} wrote an output that is not a zip archive "
-            f"(an {kind.lstrip('.').upper()} is one)."
+            f"(an {kind.upper()} is one)."
         ) from None
     shutil.move(produced, dst)
     shutil.rmtree(work, ignore_errors=True)
@@ -347,9 +397,9 @@ def _external(src: Path, dst: Path, ctx: TransformContext) -> bool:
 
 TRANSFORMS: dict[str, tuple[tuple[str, ...], Transform]] = {
     # control id: (kinds it applies to, function)
-    "protect.strip_debug": (("apk",), _strip_debug),
+    "protect.strip_debug": (("apk", "aab"), _strip_debug),
     "protect.external": (("apk", "aab", "ipa"), _external),
-    "protect.integrity": (("apk",), _integrity),
+    "protect.integrity": (("apk", "aab"), _integrity),
     "protect.zipalign": (("apk",), _zipalign),
 }
 
@@ -363,7 +413,7 @@ def apply(control_ids: list[str], kind: str, src: Path, ctx: TransformContext) -
         if control_id not in enabled or kind not in kinds:
             continue
         out = ctx.workdir / f"step{index}-{control_id}.{kind}"
-        if function(current, out, ctx):
+        if function(current, out, kind, ctx):
             current = out
     if current == src:
         out = ctx.workdir / f"output.{kind}"
