@@ -34,6 +34,7 @@ from appyard.core.models import (
 )
 from appyard.core.ports import UnitOfWork
 from appyard.core.uploads import parse_platform, parse_version
+from appyard.inspect.mobileprovision import MAX_PROFILE_BYTES
 from appyard.signing.keystore import MAX_KEYSTORE_BYTES
 
 app = typer.Typer(help="Operator commands: tenants, keys, limits, controls.", no_args_is_help=True)
@@ -485,6 +486,19 @@ def _key_body(key: SigningKey) -> dict[str, Any]:
         "subject": key.subject,
         "not_after": key.not_after.isoformat() if key.not_after else None,
         "error": key.error_message,
+        "profile": (
+            {
+                "name": key.profile_name,
+                "uuid": key.profile_uuid,
+                "team_id": key.profile_team_id,
+                "app_id": key.profile_app_id,
+                "expires_at": (
+                    key.profile_expires_at.isoformat() if key.profile_expires_at else None
+                ),
+            }
+            if key.profile_uuid is not None or key.profile_expires_at is not None
+            else None
+        ),
     }
 
 
@@ -493,7 +507,9 @@ def add_signing_key(
     ctx: typer.Context,
     tenant: Annotated[str, typer.Option(help="tenant name")],
     name: Annotated[str, typer.Option(help="display name")],
-    keystore: Annotated[Path, typer.Option(help="JKS, PKCS#12 or PEM (key + certificates)")],
+    keystore: Annotated[
+        Path, typer.Option(help="JKS, PKCS#12 or PEM (key + certificates); iOS: PKCS#12 only")
+    ],
     password_env: Annotated[str, typer.Option(help="variable holding the store password")],
     platform: Annotated[str, typer.Option(help="android or ios")] = "android",
     alias: Annotated[str | None, typer.Option(help="key alias (optional with one key)")] = None,
@@ -501,6 +517,14 @@ def add_signing_key(
         str | None, typer.Option(help="variable holding the key password, when it differs")
     ] = None,
     default: Annotated[bool, typer.Option("--default", help="make it the default")] = False,
+    profile: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="iOS only: a .mobileprovision that lists the key's certificate",
+        ),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Add a managed signing key; it is opened now and refused with a reason if unusable."""
@@ -509,10 +533,22 @@ def add_signing_key(
         err.print(f"[red]error:[/red] ${password_env} is unset.")
         raise typer.Exit(2)
     key_password = os.environ.get(key_password_env) if key_password_env else None
+    if profile is not None and platform.strip().lower() != Platform.IOS.value:
+        err.print("[red]error:[/red] --profile is for iOS keys (--platform ios) only.")
+        raise typer.Exit(2)
     if keystore.stat().st_size > MAX_KEYSTORE_BYTES:
         err.print("[red]error:[/red] signing-key files over 10 MB are rejected.")
         raise typer.Exit(2)
     data = keystore.read_bytes()
+    profile_data = None
+    if profile is not None:
+        if profile.stat().st_size > MAX_PROFILE_BYTES:
+            err.print(
+                f"[red]error:[/red] provisioning profiles over {MAX_PROFILE_BYTES} bytes "
+                "are rejected."
+            )
+            raise typer.Exit(2)
+        profile_data = profile.read_bytes()
     box = runtime_from(ctx).services.sealer()
 
     def make(uow: UnitOfWork, clock: Any) -> SigningKey:
@@ -530,6 +566,7 @@ def add_signing_key(
             key_password=key_password,
             created_by="operator",
             make_default=default,
+            profile=profile_data,
         )
 
     key = _run(ctx, make)

@@ -366,3 +366,10 @@ class SigningKey:
     error_message: str | None = None
     app_id: str | None = None  # a legacy per-application signing file (management API)
     file_name: str | None = None  # the key file's name as the uploader gave it
+    # iOS: an optional provisioning profile, sealed like the keystore, and its public facts
+    sealed_profile: bytes | None = None
+    profile_name: str | None = None
+    profile_uuid: str | None = None
+    profile_team_id: str | None = None
+    profile_app_id: str | None = None  # the application-identifier entitlement
+    profile_expires_at: datetime | None = None

@@ -3,7 +3,10 @@ signed with.
 
 A key is opened with its password and alias when it is created, and refused with a clear
 reason (wrong password, missing alias, expired certificate, over 10 MB, no private key).
-The keystore file and its passwords are sealed with AES-GCM under the master key
+An iOS key must be a PKCS#12 file; it may carry a provisioning profile, which must be
+readable, unexpired and list the key's certificate (:func:`check_profile`). iOS keys are
+stored and validated for later re-signing; appyard does not re-sign IPAs yet.
+The keystore file, its passwords and the profile are sealed with AES-GCM under the master key
 (:mod:`appyard.core.crypto`) before they reach the database; raw secrets never leave this
 module except as a :class:`SigningMaterial` handed to the signer. One default per platform
 per tenant. Deleting a key wipes its material; a queued build that needs it then fails at
@@ -21,8 +24,10 @@ from appyard.core.crypto import SecretBox
 from appyard.core.ids import new_id
 from appyard.core.models import KeyState, Plan, Platform, SigningKey
 from appyard.core.ports import BlobStore, Clock, UnitOfWork
+from appyard.inspect.mobileprovision import ProvisioningProfile, parse_mobileprovision
 from appyard.signing.keystore import (
     MAX_KEYSTORE_BYTES,
+    SigningKeyInvalid,
     SigningMaterial,
     load_keystore_bytes,
 )
@@ -32,6 +37,24 @@ class SigningKeyUnavailable(errors.Conflict):
     """The build's signing key cannot be used."""
 
     code = "signing_key.unavailable"
+
+
+class ProfileUnreadable(SigningKeyInvalid):
+    """The provisioning profile cannot be read."""
+
+    code = "signing_key.profile_unreadable"
+
+
+class ProfileExpired(SigningKeyInvalid):
+    """The provisioning profile has expired."""
+
+    code = "signing_key.profile_expired"
+
+
+class ProfileCertificateMismatch(SigningKeyInvalid):
+    """The provisioning profile does not list this certificate."""
+
+    code = "signing_key.profile_certificate_mismatch"
 
 
 def _aad(key_id: str, field: str) -> str:
@@ -51,6 +74,46 @@ def _describe(material: SigningMaterial) -> dict[str, object]:
         "key_algorithm": material.key_algorithm,
         "alias": material.alias,
     }
+
+
+def check_profile(data: bytes, material: SigningMaterial, *, now: datetime) -> ProvisioningProfile:
+    """Read a ``.mobileprovision`` and check it fits the key: readable, not expired, and
+    listing the key's certificate among its DeveloperCertificates."""
+    try:
+        profile = parse_mobileprovision(data, what="the provisioning profile")
+    except errors.InvalidArtifact as exc:
+        raise ProfileUnreadable(exc.message[:1].upper() + exc.message[1:]) from None
+    if profile.expiration_date is None:
+        raise ProfileUnreadable("The provisioning profile has no ExpirationDate.")
+    if profile.expiration_date < now:
+        label = f" {profile.name!r}" if profile.name else ""
+        raise ProfileExpired(
+            f"The provisioning profile{label} expired on "
+            f"{profile.expiration_date.date().isoformat()}.",
+            expired_at=profile.expiration_date.isoformat(),
+        )
+    cert_sha256 = str(_describe(material)["cert_sha256"])
+    if not any(c.sha256 == cert_sha256 for c in profile.developer_certificates):
+        raise ProfileCertificateMismatch(
+            "The provisioning profile does not list this certificate "
+            f"({material.certificate.subject.rfc4514_string()}, SHA-256 {cert_sha256}).",
+            cert_sha256=cert_sha256,
+        )
+    return profile
+
+
+def _with_profile(
+    key: SigningKey, box: SecretBox, data: bytes, profile: ProvisioningProfile
+) -> SigningKey:
+    return replace(
+        key,
+        sealed_profile=box.seal(data, _aad(key.id, "profile")),
+        profile_name=profile.name,
+        profile_uuid=profile.uuid,
+        profile_team_id=profile.team_id,
+        profile_app_id=profile.application_identifier,
+        profile_expires_at=profile.expiration_date,
+    )
 
 
 def _set_default(uow: UnitOfWork, key: SigningKey) -> None:
@@ -81,12 +144,26 @@ def create_from_bytes(
     key_password: str | None = None,
     created_by: str,
     make_default: bool = False,
+    profile: bytes | None = None,
 ) -> SigningKey:
+    """Open the keystore (an iOS key: a PKCS#12 file) and, for iOS, check the optional
+    provisioning profile against it; seal both and record their public facts."""
     if not name.strip():
         raise errors.InvalidField("A signing key needs a name.", field="key_name")
+    if profile is not None and platform is not Platform.IOS:
+        raise errors.InvalidField(
+            f"A provisioning profile belongs to an iOS signing key, not an {platform.value} one.",
+            field="profile",
+        )
     material = load_keystore_bytes(
-        data, password=password, alias=alias, key_password=key_password, now=clock.now()
+        data,
+        password=password,
+        alias=alias,
+        key_password=key_password,
+        now=clock.now(),
+        pkcs12_only=platform is Platform.IOS,
     )
+    parsed = check_profile(profile, material, now=clock.now()) if profile is not None else None
     key_id = new_id("sk")
     facts = _describe(material)
     key = SigningKey(
@@ -111,6 +188,8 @@ def create_from_bytes(
         not_after=facts["not_after"],  # type: ignore[arg-type]
         key_algorithm=str(facts["key_algorithm"]),
     )
+    if profile is not None and parsed is not None:
+        key = _with_profile(key, box, profile, parsed)
     first = _is_first(uow, tenant_id, platform)
     uow.signing_keys.add(key)
     if make_default or first:
@@ -180,7 +259,13 @@ def notice_upload(
         with store.open_read(upload_key) as fh:
             data = fh.read(MAX_KEYSTORE_BYTES + 1)
         password = box.open(key.sealed_password, _aad(key.id, "password")).decode()
-        material = load_keystore_bytes(data, password=password, alias=key.alias, now=clock.now())
+        material = load_keystore_bytes(
+            data,
+            password=password,
+            alias=key.alias,
+            now=clock.now(),
+            pkcs12_only=key.platform is Platform.IOS,
+        )
     except errors.AppyardError as exc:
         updated = replace(key, state=KeyState.INVALID, error_message=exc.message)
     else:
@@ -231,6 +316,7 @@ def delete(uow: UnitOfWork, *, tenant_id: str, key_id: str) -> SigningKey:
         sealed_keystore=None,
         sealed_key_password=None,
         sealed_password=b"",
+        sealed_profile=None,
     )
     uow.signing_keys.save(wiped)
     return wiped
@@ -280,7 +366,12 @@ def material(
     )
     try:
         return key, load_keystore_bytes(
-            data, password=password, alias=key.alias, key_password=key_password, now=now
+            data,
+            password=password,
+            alias=key.alias,
+            key_password=key_password,
+            now=now,
+            pkcs12_only=key.platform is Platform.IOS,
         )
     except errors.AppyardError as exc:
         raise SigningKeyUnavailable(
@@ -308,10 +399,26 @@ def reseal_all(uow: UnitOfWork, box: SecretBox) -> int:
                     if key.sealed_keystore
                     else None
                 ),
+                sealed_profile=(
+                    box.reseal(key.sealed_profile, _aad(key.id, "profile"))
+                    if key.sealed_profile
+                    else None
+                ),
             )
         )
         count += 1
     return count
+
+
+def open_profile(uow: UnitOfWork, box: SecretBox, *, key_id: str) -> bytes | None:
+    """The key's provisioning profile as uploaded (None without one), for an IPA re-signer;
+    SigningKeyUnavailable when the key was deleted."""
+    key = uow.signing_keys.get(key_id)
+    if key is None or key.state is KeyState.DELETED:
+        raise SigningKeyUnavailable("The signing key was deleted.")
+    if key.sealed_profile is None:
+        return None
+    return box.open(key.sealed_profile, _aad(key.id, "profile"))
 
 
 # --- the management API: plan gate, key files uploaded by URL, per-application signing files --
@@ -365,7 +472,9 @@ def request_upload(
 ) -> tuple[SigningKey, str]:
     """A pending key whose file the client PUTs to the returned URL (the management API).
 
-    Android keys need an alias. ``make_default`` is remembered on the pending record (a
+    Android keys need an alias; an iOS key's file must be named ``*.p12`` (its content is
+    checked to be PKCS#12 when it arrives; a provisioning profile is attached with the admin
+    CLI, not here). ``make_default`` is remembered on the pending record (a
     pending key is never used: :func:`resolve` takes only ready keys) and applied by
     :func:`notice_key_file` once the file opens. ``app_id`` makes it an application's legacy
     signing file instead of a managed key: never a default, not listed with managed keys.
@@ -374,6 +483,12 @@ def request_upload(
     alias = alias.strip() if alias else None
     if platform is Platform.ANDROID and not alias:
         raise errors.InvalidField("alias is required for Android signing keys.", field="alias")
+    if platform is Platform.IOS and clean is not None and not clean.lower().endswith(".p12"):
+        raise errors.InvalidField(
+            "An iOS signing key is uploaded as one PKCS#12 file named like distribution.p12; "
+            "attach a provisioning profile with `appyard admin add-signing-key --profile`.",
+            field="file_name",
+        )
     if file_size is not None and file_size <= 0:
         raise errors.InvalidField(
             "file_size must be a positive number of bytes.", field="file_size"

@@ -9,7 +9,8 @@ separate certificate chain file.
 Every refusal is a :class:`SigningKeyInvalid` subclass with a reason a person can act on:
 a file over :data:`MAX_KEYSTORE_BYTES`, an unknown format, a wrong store or key password, a
 missing alias, no private key, an expired certificate, a certificate that does not belong to
-the key, or a key the signer does not support (RSA under 2048 bits, EC other than P-256, DSA).
+the key, a key the signer does not support (RSA under 2048 bits, EC other than P-256, DSA), or
+(``pkcs12_only``, for iOS keys) a file that is not PKCS#12.
 Nothing here logs or echoes a password.
 """
 
@@ -54,6 +55,12 @@ class KeystoreUnreadable(SigningKeyInvalid):
     """The file is not a Java KeyStore, PKCS#12 or PEM file."""
 
     code = "signing_key.unreadable"
+
+
+class NotPkcs12(SigningKeyInvalid):
+    """An iOS signing key must be a PKCS#12 (.p12) file holding the certificate and its key."""
+
+    code = "signing_key.not_pkcs12"
 
 
 class WrongPassword(SigningKeyInvalid):
@@ -148,11 +155,19 @@ def load_keystore_bytes(
     key_password: str | None = None,
     now: datetime | None = None,
     default_alias: str = "signer",
+    pkcs12_only: bool = False,
 ) -> SigningMaterial:
-    """Same as :func:`load_keystore` for content already in memory."""
+    """Same as :func:`load_keystore` for content already in memory. ``pkcs12_only`` (iOS
+    keys) refuses JKS, JCEKS and PEM content with :class:`NotPkcs12`."""
     if len(data) > MAX_KEYSTORE_BYTES:
         raise _too_large(len(data))
     kind = _detect(data)
+    if pkcs12_only and kind != "pkcs12":
+        raise NotPkcs12(
+            "An iOS signing key must be a PKCS#12 (.p12) file with the signing certificate "
+            f"and its private key; this file is a {_KIND_NAMES[kind]}.",
+            format=kind,
+        )
     if kind == "jks":
         key, chain, name = _open_jks(data, password, alias, key_password)
     elif kind == "pkcs12":
@@ -183,6 +198,7 @@ def load_pem(
 
 # --- formats ----------------------------------------------------------------------------------
 
+_KIND_NAMES = {"jks": "Java KeyStore", "pem": "PEM file", "pkcs12": "PKCS#12 file"}
 _JKS_MAGIC = (b"\xfe\xed\xfe\xed", b"\xce\xce\xce\xce")
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n.*?-----END \1-----", re.DOTALL)
 

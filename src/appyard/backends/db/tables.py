@@ -267,4 +267,10 @@ signing_keys = Table(
     Column("error_message", Text),
     Column("app_id", String(40)),  # 0002
     Column("file_name", String(255)),  # 0002
+    Column("sealed_profile", LargeBinary),  # 0003
+    Column("profile_name", Text),  # 0003
+    Column("profile_uuid", Text),  # 0003
+    Column("profile_team_id", Text),  # 0003
+    Column("profile_app_id", Text),  # 0003
+    Column("profile_expires_at", TS),  # 0003
 )
