@@ -332,6 +332,8 @@ def start_granian(data: Path, tmp: Path, logs: Path) -> tuple[Proc, str, str]:
             HOST,
             "--port",
             str(port),
+            "--download-port",
+            str(free_port()),
         ],
         logs=logs,
         env=env,

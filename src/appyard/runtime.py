@@ -45,6 +45,7 @@ def _store(settings: Settings) -> BlobStore:
             Path(unquote(url.path)),
             public_url=settings.effective_public_url,
             secret=settings.secret(),
+            download_url=settings.download_url,
         )
     if url.scheme == "s3":
         from appyard.backends.storage.s3 import S3BlobStore  # boto3 only when configured

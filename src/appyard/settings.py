@@ -35,6 +35,12 @@ class Settings(BaseSettings):
     public_url: str = ""
     host: str = "127.0.0.1"
     port: int = 8080
+    # `appyard serve` answers the local store's signed downloads with sendfile(2) on a port of
+    # its own: unset means port + 1, 0 means none (the API port serves them, through ASGI).
+    download_port: int | None = Field(default=None, ge=0, le=65535)
+    # Base of signed download URLs (local storage); empty: the download listener's address
+    # when `appyard serve` runs one and public_url is unset, else public_url.
+    download_url: str = ""
     # Secret for signing URLs; read from (or created in) data_dir/secret.key when unset.
     secret_key: SecretStr | None = None
     # Master key for secrets at rest (base64 of 32 bytes); unset: data_dir/master.key (0600).
@@ -95,6 +101,15 @@ class Settings(BaseSettings):
     @property
     def effective_public_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def effective_download_port(self) -> int:
+        """The download listener's port, 0 for none (S3 storage serves its own downloads)."""
+        if urlsplit(self.effective_storage_url).scheme != "file":
+            return 0
+        if self.download_port is None:
+            return self.port + 1 if 0 < self.port < 65535 else 0
+        return self.download_port
 
     @property
     def embedded_queue(self) -> bool:

@@ -54,6 +54,7 @@ def start_server(
         "APPYARD_DATA_DIR": str(data_dir),
         "APPYARD_DATABASE_URL": database_url,
         "APPYARD_PORT": str(port),
+        "APPYARD_DOWNLOAD_PORT": str(free_port()),
         "APPYARD_HOST": "127.0.0.1",
         **(env_extra or {}),
     }

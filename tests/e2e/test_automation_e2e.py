@@ -145,6 +145,12 @@ def test_multipart_upload_of_100_mb_or_more(server: Server, tmp_path: Path) -> N
             assert out.status_code == 200
             for chunk in out.iter_bytes():
                 fh.write(chunk)
+        # served by the sendfile download listener, which resumes interrupted downloads
+        listener = f"http://127.0.0.1:{server.env['APPYARD_DOWNLOAD_PORT']}/_blob/"
+        assert dl["download_url"].startswith(listener)
+        tail = httpx.get(dl["download_url"], headers={"Range": "bytes=-1048576"}, timeout=60)
+        assert tail.status_code == 206
+        assert tail.content == protected.read_bytes()[-1048576:]
     with zipfile.ZipFile(protected) as zf:
         assert zf.getinfo("assets/big.bin").file_size >= 105 * 1024 * 1024
     need(shutil.which("apksigner") is not None, "apksigner is needed to check the signature")

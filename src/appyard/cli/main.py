@@ -66,25 +66,53 @@ def serve(
             help="process jobs in this process (default: with the embedded queue)",
         ),
     ] = None,
+    download_port: Annotated[
+        int | None,
+        typer.Option(help="APPYARD_DOWNLOAD_PORT: sendfile downloads (default port + 1, 0: none)"),
+    ] = None,
 ) -> None:
     """Start the API server (Granian). Embedded default: SQLite, local storage, in-process queue."""
     set_data_dir(ctx, data_dir)
     obj = ctx_obj(ctx)
-    for key, value in (("host", host), ("port", port), ("run_worker", worker)):
+    overrides = (("host", host), ("port", port), ("run_worker", worker))
+    for key, value in (*overrides, ("download_port", download_port)):
         if value is not None:
             obj.overrides[key] = value
     settings = obj.settings()
+    listen_downloads = settings.effective_download_port
+    if listen_downloads and not settings.download_url and not settings.public_url:
+        obj.overrides["download_url"] = f"http://{settings.host}:{listen_downloads}"
+        settings = obj.settings()
     setup_logging(settings.log_level)
     runtime = runtime_from(ctx)  # migrates the embedded database
     check_backends(runtime)  # the bucket, in one sentence, before listening
     _bootstrap(ctx)
+    listener = None
+    if listen_downloads and runtime.local_store is not None:
+        from appyard.backends.storage.local_sendfile import DownloadListener
+
+        listener = DownloadListener(runtime.local_store, settings.host, listen_downloads)
+        try:
+            listener.start()
+        except OSError as exc:
+            console.print(
+                f"[red]Cannot listen for downloads on {settings.host}:{listen_downloads}: "
+                f"{exc.strerror or exc}.[/red] Choose another --download-port (0: none)."
+            )
+            raise typer.Exit(1) from None
     console.print(
         f"appyard listening on {settings.effective_public_url} "
         f"(data in {settings.data_dir.resolve()})"
     )
+    if listener is not None:
+        console.print(f"downloads (sendfile) on http://{settings.host}:{listener.port}")
     from appyard.app import create_app
 
-    _serve_in_process(create_app(runtime=runtime), settings.host, settings.port)
+    try:
+        _serve_in_process(create_app(runtime=runtime), settings.host, settings.port)
+    finally:
+        if listener is not None:
+            listener.stop()
 
 
 def _serve_in_process(asgi: Any, host: str, port: int) -> None:

@@ -6,8 +6,9 @@ file in the same directory, are hashed (SHA-256) while they stream, and are publ
 atomic rename, so nothing half-written is ever visible under its key.
 
 Signed URLs point at this server itself (``<public_url>/_blob/<token>``, served by
-``local_http.py``); a token is an HMAC-SHA256-signed, expiring description of one operation
-(put one object up to N bytes, put one part, get one object).
+``local_http.py``; downloads at ``<download_url>/_blob/<token>`` when ``appyard serve`` runs
+the sendfile listener of ``local_sendfile.py``); a token is an HMAC-SHA256-signed, expiring
+description of one operation (put one object up to N bytes, put one part, get one object).
 """
 
 from __future__ import annotations
@@ -62,13 +63,16 @@ def etag_of(sha256_hex: str) -> str:
 
 
 class LocalBlobStore:
-    def __init__(self, root: Path, *, public_url: str, secret: bytes) -> None:
+    def __init__(
+        self, root: Path, *, public_url: str, secret: bytes, download_url: str = ""
+    ) -> None:
         self.root = root.resolve()
         self.objects = self.root / "objects"
         self.multipart = self.root / "multipart"
         self.objects.mkdir(parents=True, exist_ok=True)
         self.multipart.mkdir(parents=True, exist_ok=True)
         self.public_url = public_url.rstrip("/")
+        self.download_url = (download_url or public_url).rstrip("/")
         self._secret = hashlib.sha256(b"appyard-local-blob-url\0" + secret).digest()
 
     # -- paths -------------------------------------------------------------------------------
@@ -86,11 +90,11 @@ class LocalBlobStore:
         return self.multipart / upload_id
 
     # -- signed URLs -------------------------------------------------------------------------
-    def _sign(self, payload: dict[str, Any], expires_in: int) -> str:
+    def _sign(self, payload: dict[str, Any], expires_in: int, *, base: str = "") -> str:
         payload = {**payload, "x": int(time.time()) + expires_in}
         body = _b64(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode())
         mac = _b64(hmac.new(self._secret, body.encode(), hashlib.sha256).digest())
-        return f"{self.public_url}/_blob/{body}.{mac}"
+        return f"{base or self.public_url}/_blob/{body}.{mac}"
 
     def verify(self, token: str, *, now: float | None = None) -> Grant:
         """The grant a token carries; SignedUrlInvalid when tampered with or expired."""
@@ -128,7 +132,9 @@ class LocalBlobStore:
 
     def presign_get(self, key: str, *, file_name: str, expires_in: int) -> str:
         self.path(key)
-        return self._sign({"o": "get", "k": key, "f": file_name}, expires_in)
+        return self._sign(
+            {"o": "get", "k": key, "f": file_name}, expires_in, base=self.download_url
+        )
 
     # -- writing -----------------------------------------------------------------------------
     def write(self, key: str, chunks: Iterable[bytes]) -> BlobInfo:

@@ -2,7 +2,8 @@
 
 ``PUT /_blob/<token>`` streams a request body to disk (hashing as it goes, never holding it in
 memory), refusing more bytes than the token allows; ``GET /_blob/<token>`` serves an object
-with a file response (sendfile under Granian). Errors are ``{"error": "..."}``.
+with a file response (Granian's ``pathsend``; ``local_sendfile.py`` serves the same GETs with
+``sendfile(2)`` on a port of its own). Errors are ``{"error": "..."}``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ log = logging.getLogger("appyard.blob")
 mimetypes.add_type("application/vnd.android.package-archive", ".apk")
 mimetypes.add_type("application/octet-stream", ".aab")
 mimetypes.add_type("application/octet-stream", ".ipa")
+
+
+def media_type(file_name: str) -> str:
+    return mimetypes.guess_type(file_name)[0] or "application/octet-stream"
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -82,8 +87,7 @@ def blob_app(store: LocalBlobStore, on_stored: Callable[[str], None]) -> Starlet
             return _error(exc.status, exc.message)
         if not path.is_file():
             return _error(404, "The object does not exist.")
-        media = mimetypes.guess_type(grant.file_name)[0] or "application/octet-stream"
-        return FileResponse(path, filename=grant.file_name, media_type=media)
+        return FileResponse(path, filename=grant.file_name, media_type=media_type(grant.file_name))
 
     async def other(request: Request) -> Response:
         return _error(405, "Method not allowed.")
