@@ -36,6 +36,7 @@ from appyard.core.ports import UnitOfWork
 from appyard.core.uploads import parse_platform, parse_version
 from appyard.inspect.mobileprovision import MAX_PROFILE_BYTES
 from appyard.signing.keystore import MAX_KEYSTORE_BYTES
+from appyard.signing.lineage import DEFAULT_ROTATION_MIN_SDK, MAX_LINEAGE_BYTES
 
 app = typer.Typer(help="Operator commands: tenants, keys, limits, controls.", no_args_is_help=True)
 out = Console()
@@ -486,6 +487,11 @@ def _key_body(key: SigningKey) -> dict[str, Any]:
         "subject": key.subject,
         "not_after": key.not_after.isoformat() if key.not_after else None,
         "error": key.error_message,
+        "rotation": (
+            {"original_key_id": key.original_key_id, "min_sdk": key.rotation_min_sdk}
+            if key.lineage is not None
+            else None
+        ),
         "profile": (
             {
                 "name": key.profile_name,
@@ -624,6 +630,61 @@ def delete_signing_key(
         ),
     )
     _emit(as_json, _key_body(key), f"deleted signing key {key.name}")
+
+
+@app.command("set-key-rotation")
+def set_key_rotation(
+    ctx: typer.Context,
+    tenant: Annotated[str, typer.Option()],
+    key_id: Annotated[str, typer.Argument(help="the key the tenant rotated to")],
+    original: Annotated[
+        str | None, typer.Option(help="id of the managed key the app was first signed with")
+    ] = None,
+    lineage: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, help="SigningCertificateLineage file"),
+    ] = None,
+    rotation_min_sdk_version: Annotated[
+        int, typer.Option(help="rotate from this API level: 33+ in v3.1, 28-32 in v3")
+    ] = DEFAULT_ROTATION_MIN_SDK,
+    clear: Annotated[bool, typer.Option("--clear", help="stop signing with a rotation")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Sign a key's APKs as a rotated key (v1/v2 by --original, v3/v3.1 with the lineage
+    from `apksigner rotate`), or --clear it. Checked now: the lineage must run from the
+    original key's certificate to this key's."""
+    if clear:
+        key = _run(
+            ctx,
+            lambda uow, clock: signing_keys.clear_rotation(
+                uow, tenant_id=tenants.by_name(uow, name=tenant).id, key_id=key_id
+            ),
+        )
+        _emit(as_json, _key_body(key), f"{key.name} signs without a rotation")
+        return
+    if original is None or lineage is None:
+        err.print("[red]error:[/red] --original and --lineage are required (or --clear).")
+        raise typer.Exit(2)
+    data = lineage.read_bytes()[: MAX_LINEAGE_BYTES + 1]
+    box = runtime_from(ctx).services.sealer()
+    key = _run(
+        ctx,
+        lambda uow, clock: signing_keys.set_rotation(
+            uow,
+            clock,
+            box,
+            tenant_id=tenants.by_name(uow, name=tenant).id,
+            key_id=key_id,
+            original_key_id=original,
+            lineage=data,
+            min_sdk=rotation_min_sdk_version,
+        ),
+    )
+    _emit(
+        as_json,
+        _key_body(key),
+        f"{key.name} signs APKs as rotated from {original} (API {key.rotation_min_sdk}+)",
+    )
 
 
 @app.command("rotate-master-key")

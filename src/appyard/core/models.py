@@ -373,3 +373,9 @@ class SigningKey:
     profile_team_id: str | None = None
     profile_app_id: str | None = None  # the application-identifier entitlement
     profile_expires_at: datetime | None = None
+    # Android key rotation (docs/signing-keys.md): the SigningCertificateLineage from
+    # `apksigner rotate` (public: certificates and their links), the managed key the app was
+    # first signed with (it signs v1/v2), and the API level the rotated key takes over at.
+    lineage: bytes | None = None
+    original_key_id: str | None = None
+    rotation_min_sdk: int | None = None

@@ -31,6 +31,7 @@ from appyard.signing.keystore import (
     SigningMaterial,
     load_keystore_bytes,
 )
+from appyard.signing.lineage import DEFAULT_ROTATION_MIN_SDK, Rotation, read_lineage
 
 
 class SigningKeyUnavailable(errors.Conflict):
@@ -377,6 +378,67 @@ def material(
         raise SigningKeyUnavailable(
             f"Signing key {key.name!r} cannot be used: {exc.message}"
         ) from None
+
+
+def set_rotation(
+    uow: UnitOfWork,
+    clock: Clock,
+    box: SecretBox,
+    *,
+    tenant_id: str,
+    key_id: str,
+    original_key_id: str,
+    lineage: bytes,
+    min_sdk: int = DEFAULT_ROTATION_MIN_SDK,
+) -> SigningKey:
+    """Make ``key_id`` sign APKs as a rotated key: ``lineage`` (from ``apksigner rotate``)
+    must run from ``original_key_id``'s certificate to ``key_id``'s, both managed Android keys
+    of the tenant; checked now, with both keys opened, and refused with the reason."""
+    key = get(uow, tenant_id=tenant_id, key_id=key_id)
+    original = get(uow, tenant_id=tenant_id, key_id=original_key_id)
+    if Platform.ANDROID not in (key.platform, original.platform) or (
+        key.platform is not original.platform
+    ):
+        raise errors.InvalidField("Key rotation is for Android keys.", field="key_id")
+    if key.id == original.id:
+        raise errors.InvalidField(
+            "A key cannot rotate from itself: name the key the app was first signed with.",
+            field="original_key_id",
+        )
+    now = clock.now()
+    Rotation(read_lineage(lineage), _open(uow, box, original.id, now), min_sdk).check(
+        _open(uow, box, key.id, now)
+    )
+    uow.signing_keys.save(
+        replace(key, lineage=lineage, original_key_id=original.id, rotation_min_sdk=min_sdk)
+    )
+    return get(uow, tenant_id=tenant_id, key_id=key_id)
+
+
+def clear_rotation(uow: UnitOfWork, *, tenant_id: str, key_id: str) -> SigningKey:
+    key = get(uow, tenant_id=tenant_id, key_id=key_id)
+    uow.signing_keys.save(replace(key, lineage=None, original_key_id=None, rotation_min_sdk=None))
+    return get(uow, tenant_id=tenant_id, key_id=key_id)
+
+
+def rotation(uow: UnitOfWork, box: SecretBox, *, key: SigningKey, now: datetime) -> Rotation | None:
+    """The rotation ``key`` signs APKs with, its original key opened; None without one."""
+    if key.lineage is None or key.original_key_id is None:
+        return None
+    try:
+        original = _open(uow, box, key.original_key_id, now)
+    except SigningKeyUnavailable as exc:
+        raise SigningKeyUnavailable(
+            f"Signing key {key.name!r} rotates from a key that cannot be used any more "
+            f"({exc.message}); the build was not signed."
+        ) from None
+    return Rotation(
+        read_lineage(key.lineage), original, key.rotation_min_sdk or DEFAULT_ROTATION_MIN_SDK
+    )
+
+
+def _open(uow: UnitOfWork, box: SecretBox, key_id: str, now: datetime) -> SigningMaterial:
+    return material(uow, box, key_id=key_id, now=now)[1]
 
 
 def reseal_all(uow: UnitOfWork, box: SecretBox) -> int:

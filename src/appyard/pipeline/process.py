@@ -29,6 +29,7 @@ from appyard.core.ports import UnitOfWork, chunked
 from appyard.core.uploads import output_key
 from appyard.pipeline import transforms
 from appyard.signing.keystore import SigningMaterial
+from appyard.signing.lineage import Rotation
 from appyard.signing.sign import sign_aab, sign_apk
 
 log = logging.getLogger("appyard.pipeline")
@@ -89,6 +90,7 @@ class BuildProcessor:
         self.owner = owner
         self.heartbeat = _Heartbeat(services, job, owner)
         self._key: tuple[SigningKey, SigningMaterial] | None = None
+        self._rotation: Rotation | None = None
 
     @contextmanager
     def stage(self, stage: Stage) -> Iterator[None]:
@@ -249,9 +251,14 @@ class BuildProcessor:
         if self._key is None:
             try:
                 with self.s.uow() as uow:
-                    self._key = signing_keys.material(
-                        uow, self.s.sealer(), key_id=build.signing_key_id, now=self.s.clock.now()
+                    now = self.s.clock.now()
+                    key = signing_keys.material(
+                        uow, self.s.sealer(), key_id=build.signing_key_id, now=now
                     )
+                    self._rotation = signing_keys.rotation(
+                        uow, self.s.sealer(), key=key[0], now=now
+                    )
+                    self._key = key
             except errors.AppyardError as exc:
                 self._signing_failed(build, exc)
                 raise
@@ -271,7 +278,7 @@ class BuildProcessor:
         try:
             out = tmp / f"signed.{kind}"
             if kind == "apk":
-                sign_apk(src, out, material)
+                sign_apk(src, out, material, rotation=self._rotation)
             elif kind == "aab":
                 sign_aab(src, out, material)
             else:

@@ -273,4 +273,7 @@ signing_keys = Table(
     Column("profile_team_id", Text),  # 0003
     Column("profile_app_id", Text),  # 0003
     Column("profile_expires_at", TS),  # 0003
+    Column("lineage", LargeBinary),  # 0004
+    Column("original_key_id", Text),  # 0004
+    Column("rotation_min_sdk", Integer),  # 0004
 )
