@@ -117,8 +117,9 @@ def serve(
 
 def _serve_in_process(asgi: Any, host: str, port: int) -> None:
     """Granian's embedded server, in this process: one interpreter holds the app (a Granian
-    worker process would import everything a second time; see bench/README.md for RSS), and
-    downloads still leave Python: Granian's runtime sends the file (ASGI pathsend)."""
+    worker process would import everything a second time; see bench/README.md for RSS). The
+    API port's file responses leave Python through ASGI pathsend; signed downloads of the
+    local store go to the sendfile listener started beside it (``serve``)."""
     import asyncio
     import signal
 
