@@ -173,3 +173,15 @@ def test_a_busy_port_is_reported_at_start(store: LocalBlobStore) -> None:
         listener = DownloadListener(store, "127.0.0.1", taken.getsockname()[1])
         with pytest.raises(OSError):
             listener.start()
+
+
+def test_a_connection_that_sends_no_request_is_closed_after_the_head_timeout(
+    listener: DownloadListener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from appyard.backends.storage import local_sendfile
+
+    monkeypatch.setattr(local_sendfile, "HEAD_TIMEOUT", 0.3)
+    with socket.create_connection(("127.0.0.1", listener.port), timeout=5) as sock:
+        sock.sendall(b"GET /_blob/x HTTP/1.1\r\n")  # never finished
+
+        assert sock.recv(1024) == b""  # closed by the listener, well before our 5 s timeout

@@ -12,8 +12,9 @@ cache to the socket without entering the process. It serves exactly what
 * ``GET`` and ``HEAD`` of ``/_blob/<token>`` with a download grant; a single byte range
   (``Range: bytes=a-b``, ``a-``, ``-n``) answers 206, an unsatisfiable one 416; other
   methods 405, other paths 404;
-* request heads are bounded (8 KiB, 100 header lines, 30 s to arrive) and connections are
-  kept alive between requests (HTTP/1.1 unless ``Connection: close``);
+* request heads are bounded (8 KiB, 100 header lines, 30 s to arrive, else the connection
+  is closed) and connections are kept alive between requests (HTTP/1.1 unless
+  ``Connection: close``);
 * tokens are never logged.
 
 It runs its own event loop on a thread of its own, so a slow client never holds the API's loop.
@@ -47,7 +48,6 @@ _REASONS = {
     403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
-    408: "Request Timeout",
     416: "Range Not Satisfiable",
     431: "Request Header Fields Too Large",
     500: "Internal Server Error",
@@ -104,7 +104,8 @@ def parse_range(value: str, size: int) -> tuple[int, int] | None:
 
 
 async def _read_head(reader: asyncio.StreamReader) -> _Request | None:
-    """The next request's head; ``None`` when the client closed the connection cleanly."""
+    """The next request's head; ``None`` when the connection is to be closed quietly: the
+    client closed it, or sent no complete head within ``HEAD_TIMEOUT``."""
     try:
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT)
     except asyncio.IncompleteReadError as exc:
@@ -113,8 +114,8 @@ async def _read_head(reader: asyncio.StreamReader) -> _Request | None:
         raise _BadRequest(400, "The request head is incomplete.") from None
     except asyncio.LimitOverrunError:
         raise _BadRequest(431, "The request head is larger than 8 KiB.") from None
-    except TimeoutError:
-        raise _BadRequest(408, "The request head did not arrive in time.") from None
+    except TimeoutError:  # an idle keep-alive connection, or a client too slow to send a head
+        return None
     lines = head.decode("latin-1").split("\r\n")
     parts = lines[0].split(" ")
     if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
