@@ -57,18 +57,13 @@ FIXTURE_KEYS = {
         "CN=Appyard Fixture Other, O=Other Org, C=DE",
         "EC",
     ),
-    "rsa-jks": (
-        "debug.keystore",
-        "android",
-        "androiddebugkey",
-        "CN=Android Debug, O=Android, C=US",
-        "RSA",
-    ),
 }
 # Made at test time, so the matrix covers both key types in every container:
 # name -> (alias, certificate subject as apksigner prints it, algorithm)
 GENERATED_KEYS = {
-    # EC P-256 in a JKS written by keytool itself
+    # RSA 2048 and EC P-256 in JKS keystores written by keytool itself (tests/fixtures/keys/
+    # debug.keystore is, like Android Studio's debug keystores since JDK 9, a PKCS#12 file)
+    "rsa-jks": ("rsajks", "CN=Appyard Test RSA JKS, O=Appyard Tests, C=US", "RSA"),
     "ec-jks": ("ecjks", "CN=Appyard Test EC JKS, O=Appyard Tests, C=US", "EC"),
     # EC P-256 PEM key + a chain of two PEM certificates (leaf issued by an RSA CA)
     "ec-pem-chain": ("ecleaf", "CN=Appyard Test EC Leaf, O=Appyard Tests, C=US", "EC"),
@@ -107,20 +102,27 @@ def _name(cn: str) -> x509.Name:
     )
 
 
-def make_ec_jks_with_keytool(tmp: Path) -> Path:
-    """An EC P-256 key pair in a JKS keystore made by keytool (the reference tool)."""
+KEYTOOL_ALGORITHMS = {
+    "rsa-jks": ["-keyalg", "RSA", "-keysize", "2048", "-sigalg", "SHA256withRSA"],
+    "ec-jks": ["-keyalg", "EC", "-groupname", "secp256r1", "-sigalg", "SHA256withECDSA"],
+}
+
+
+def make_jks_with_keytool(tmp: Path, name: str = "ec-jks") -> Path:
+    """A key pair (``rsa-jks`` or ``ec-jks``) in a JKS keystore made by keytool, the
+    reference tool."""
     keytool = shutil.which("keytool")
     need(keytool is not None, "keytool (a JDK) is not installed")
     assert keytool is not None
-    path = tmp / "ec.jks"
+    path = tmp / f"{name}.jks"
     path.unlink(missing_ok=True)
-    alias, subject_dn, _algorithm = GENERATED_KEYS["ec-jks"]
+    alias, subject_dn, _algorithm = GENERATED_KEYS[name]
     subprocess.run(
         [
             keytool, "-genkeypair", "-keystore", str(path), "-storetype", "JKS",
             "-storepass", GENERATED_PASSWORD, "-keypass", GENERATED_PASSWORD,
-            "-alias", alias, "-keyalg", "EC", "-groupname", "secp256r1",
-            "-sigalg", "SHA256withECDSA", "-dname", subject_dn, "-validity", "3650",
+            "-alias", alias, *KEYTOOL_ALGORITHMS[name],
+            "-dname", subject_dn, "-validity", "3650",
         ],
         check=True,
         capture_output=True,
@@ -175,8 +177,8 @@ def load_key_type(name: str, tmp: Path) -> SigningMaterial:
     if name == "rsa-pem":
         key_path, cert_path = export_pem(load_key_type("rsa-p12", tmp), tmp)
         return load_pem(key_path, cert_path, key_password=PEM_PASSWORD, alias="release")
-    if name == "ec-jks":
-        path = make_ec_jks_with_keytool(tmp)
+    if name in KEYTOOL_ALGORITHMS:
+        path = make_jks_with_keytool(tmp, name)
         return load_keystore(path, password=GENERATED_PASSWORD, alias=GENERATED_KEYS[name][0])
     if name == "ec-pem-chain":
         key_path, chain_path = make_ec_pem_chain(tmp)
@@ -561,13 +563,18 @@ def test_every_refusal_is_one_catchable_bad_request() -> None:
         assert error.code.startswith("signing_key.")
 
 
-def test_jks_made_by_a_current_keytool_opens_and_checks_the_key_password(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", sorted(KEYTOOL_ALGORITHMS))
+def test_jks_made_by_a_current_keytool_opens_and_checks_the_key_password(
+    name: str, tmp_path: Path
+) -> None:
     # JDK 9+ keytool writes the JKS key protector without algorithm parameters
-    path = make_ec_jks_with_keytool(tmp_path)
+    path = make_jks_with_keytool(tmp_path, name)
+    assert path.read_bytes()[:4] == b"\xfe\xed\xfe\xed"  # the JKS magic, not PKCS#12
+    alias, _subject, algorithm = GENERATED_KEYS[name]
 
-    material = load_keystore(path, password=GENERATED_PASSWORD, alias="ecjks")
-    assert material.key_algorithm == "EC"
+    material = load_keystore(path, password=GENERATED_PASSWORD, alias=alias)
+    assert material.key_algorithm == algorithm
     with pytest.raises(WrongPassword) as caught:
-        load_keystore(path, password=GENERATED_PASSWORD, alias="ecjks", key_password="wrong!")
+        load_keystore(path, password=GENERATED_PASSWORD, alias=alias, key_password="wrong!")
     assert caught.value.details["which"] == "key"
     assert "wrong!" not in str(caught.value.to_dict())

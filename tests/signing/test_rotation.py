@@ -30,7 +30,7 @@ from tests.signing.test_sign import apksigner_verify, signing_block_ids, tool
 KEYS = FIXTURES / "keys"
 RELEASE = ("release.p12", "PKCS12", "fixture-release")
 OTHER = ("other.p12", "PKCS12", "fixture-other")
-DEBUG = ("debug.keystore", "JKS", "android")
+DEBUG = ("debug.keystore", "PKCS12", "android")
 APKS = [
     "fixture-unsigned.apk",
     "fixture-release-v1v2v3.apk",
