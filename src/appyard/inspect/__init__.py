@@ -41,8 +41,7 @@ def upload_identity(path: Path) -> tuple[Identity, bool]:
     """The upload-time fast path for an APK: its identity, and whether it carries any
     signature (v1 files or an APK Signing Block). Signatures are verified later, in a job."""
     from appyard.inspect.apk import inspect_apk
+    from appyard.signing.verify import signature_present
 
-    facts = inspect_apk(path)
-    sig = facts.signatures
-    present = sig is not None and any(s.present for s in (sig.v1, sig.v2, sig.v3, sig.v31))
-    return facts.identity, present
+    facts = inspect_apk(path, verify_signatures=False)  # verifying reads every byte
+    return facts.identity, signature_present(path)

@@ -64,6 +64,7 @@ __all__ = [
     "V3_BLOCK_ID",
     "V31_BLOCK_ID",
     "lineage_certificates",
+    "signature_present",
     "verify_apk",
     "verify_jar",
 ]
@@ -1178,6 +1179,22 @@ def find_zip_sections_or_raise(fh: BinaryIO) -> ZipSections:
         raise
     except (struct.error, IndexError, ValueError) as exc:  # pragma: no cover - defensive
         raise MalformedZip(f"The file is not a readable zip archive: {exc}") from exc
+
+
+def signature_present(path: str | os.PathLike[str]) -> bool:
+    """Whether the APK carries any signature: an APK Signing Block with a v2, v3 or v3.1
+    block, or a JAR signature (a ``META-INF`` signature block and its ``.SF``). Reads the
+    central directory and the block's header only, verifies nothing (for the upload-time
+    fast path; :func:`verify_apk` is the check). ``MalformedZip`` / ``NotAZip`` as usual."""
+    with Path(path).open("rb") as fh:
+        sections = find_zip_sections_or_raise(fh)
+        block = probe_signing_block(fh, sections).block
+        if block is not None and any(
+            block.find(block_id) is not None
+            for block_id in (V2_BLOCK_ID, V3_BLOCK_ID, V31_BLOCK_ID)
+        ):
+            return True
+        return jar_signature_present(read_central_directory(fh, sections))
 
 
 def verify_jar(path: str | os.PathLike[str]) -> JarVerification:
