@@ -27,8 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -255,11 +254,9 @@ def detached_jws(payload: bytes, material: SigningMaterial) -> bytes:
     }
     protected = _b64url(json.dumps(header, separators=(",", ":"), sort_keys=True).encode())
     signing_input = f"{protected}.{_b64url(payload)}".encode("ascii")
-    if isinstance(key, rsa.RSAPrivateKey):
-        signature = key.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
-    else:
-        assert isinstance(key, ec.EllipticCurvePrivateKey)
-        r, s = decode_dss_signature(key.sign(signing_input, ec.ECDSA(hashes.SHA256())))
+    signature = material.sign(signing_input)
+    if not isinstance(key, rsa.RSAPrivateKey):  # JWS wants ES256 as r || s, not DER
+        r, s = decode_dss_signature(signature)
         signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
     return f"{protected}..{_b64url(signature)}".encode("ascii")
 

@@ -24,8 +24,8 @@ from typing import Any
 
 from asn1crypto import pkcs12 as asn1_pkcs12
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from appyard.core.errors import BadRequest
@@ -118,6 +118,15 @@ class SigningMaterial:
     def key_algorithm(self) -> str:
         """``"RSA"`` or ``"EC"`` (also the v1 signature block's file extension)."""
         return "RSA" if isinstance(self.private_key, rsa.RSAPrivateKey) else "EC"
+
+    def sign(self, data: bytes, algorithm: hashes.HashAlgorithm | None = None) -> bytes:
+        """Sign ``data``: RSASSA-PKCS1-v1_5 for RSA keys, ECDSA (DER ``r, s``) for EC keys,
+        with ``algorithm`` (SHA-256 unless given) as the digest."""
+        chosen = algorithm or hashes.SHA256()
+        key = self.private_key
+        if isinstance(key, rsa.RSAPrivateKey):
+            return key.sign(data, padding.PKCS1v15(), chosen)
+        return key.sign(data, ec.ECDSA(chosen))
 
 
 # --- entry points -----------------------------------------------------------------------------

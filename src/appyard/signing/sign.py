@@ -34,8 +34,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from asn1crypto import x509 as asn1_x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from appyard.core.errors import BadRequest, InvalidArtifact
@@ -137,14 +136,6 @@ def _algorithm_id(material: SigningMaterial) -> int:
     )
 
 
-def _sign(material: SigningMaterial, data: bytes) -> bytes:
-    key = material.private_key
-    if isinstance(key, rsa.RSAPrivateKey):
-        return key.sign(data, padding.PKCS1v15(), hashes.SHA256())
-    assert isinstance(key, ec.EllipticCurvePrivateKey)
-    return key.sign(data, ec.ECDSA(hashes.SHA256()))
-
-
 @dataclass(frozen=True)
 class SignerPlan:
     """One signer of the APK Signing Block: which block, which key, which SDK range (v3 and
@@ -218,7 +209,7 @@ def _signer(plan: SignerPlan, content_digest: bytes) -> bytes:
     attributes = _lp_seq(plan.attributes)
     sdk = b"" if plan.block_id == V2_BLOCK_ID else struct.pack("<II", plan.min_sdk, plan.max_sdk)
     signed_data = digests + _lp_seq(certs) + sdk + attributes
-    signatures = _lp_seq([struct.pack("<I", algorithm) + _lp(_sign(material, signed_data))])
+    signatures = _lp_seq([struct.pack("<I", algorithm) + _lp(material.sign(signed_data))])
     return _lp(signed_data) + sdk + signatures + _lp(public_key)
 
 

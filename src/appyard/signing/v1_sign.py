@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from asn1crypto import algos, cms
 from asn1crypto import x509 as asn1_x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from appyard.core.errors import InvalidArtifact
@@ -249,13 +249,12 @@ def _b64(algorithm: str, data: bytes) -> str:
 def build_signature_block(sf: bytes, material: SigningMaterial, *, digest: str) -> bytes:
     """Detached PKCS#7 SignedData over ``sf`` (what apksigner writes, byte for byte in shape)."""
     chosen = hashes.SHA256() if digest == "sha256" else hashes.SHA1()  # noqa: S303
-    key = material.private_key
-    if isinstance(key, rsa.RSAPrivateKey):
-        signature = key.sign(sf, padding.PKCS1v15(), chosen)
-        signature_algorithm = "rsassa_pkcs1v15"  # rsaEncryption, as apksigner writes it
-    else:
-        signature = key.sign(sf, ec.ECDSA(chosen))
-        signature_algorithm = "1.2.840.10045.2.1"  # ecPublicKey, as apksigner writes it
+    signature = material.sign(sf, chosen)
+    signature_algorithm = (
+        "rsassa_pkcs1v15"  # rsaEncryption, as apksigner writes it
+        if isinstance(material.private_key, rsa.RSAPrivateKey)
+        else "1.2.840.10045.2.1"  # ecPublicKey, as apksigner writes it
+    )
     certs = [asn1_x509.Certificate.load(c.public_bytes(Encoding.DER)) for c in material.cert_chain]
     leaf = certs[0]
     digest_algorithm = algos.DigestAlgorithm({"algorithm": _DIGESTS[digest][2]})
