@@ -336,6 +336,29 @@ def padded_apk(path: Path, size: int) -> Path:
     return path
 
 
+def apk_with_large_assets(
+    path: Path, base: Path, *, mib: int, extra: dict[str, bytes] | None = None
+) -> Path:
+    """``base`` plus ``assets/stored.bin`` and ``assets/deflated.bin`` of ``mib`` MiB each,
+    written 1 MiB at a time (never whole in memory), and ``extra`` small entries: an input
+    for the tests that show memory stays flat in the size of the APK."""
+    block = os.urandom(1024 * 1024)
+    with zipfile.ZipFile(base) as src, zipfile.ZipFile(path, "w") as dst:
+        for info in src.infolist():
+            dst.writestr(info, src.read(info))
+        for name, method in (
+            ("assets/stored.bin", zipfile.ZIP_STORED),
+            ("assets/deflated.bin", zipfile.ZIP_DEFLATED),
+        ):
+            with dst.open(zipfile.ZipInfo(name), "w") as fh:
+                fh._compress_type = method  # type: ignore[attr-defined]
+                for _ in range(mib):
+                    fh.write(block)
+        for name, data in (extra or {}).items():
+            dst.writestr(name, data)
+    return path
+
+
 @pytest.fixture
 def tenant(runtime: Runtime) -> TenantKey:
     return make_tenant(runtime)

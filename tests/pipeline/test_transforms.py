@@ -32,7 +32,15 @@ from appyard.runtime import Runtime
 from appyard.signing.keystore import load_keystore
 from appyard.signing.sign import sign_aab, sign_apk
 from appyard.signing.verify import verify_jar
-from tests.conftest import FIXTURES, KEYS, RELEASE_KEY, TenantKey, add_signing_key, rewrite_zip
+from tests.conftest import (
+    FIXTURES,
+    KEYS,
+    RELEASE_KEY,
+    TenantKey,
+    add_signing_key,
+    apk_with_large_assets,
+    rewrite_zip,
+)
 from tests.pipeline.conftest import entries, process, set_controls, with_entries
 from tests.signing.test_align import assert_aligned
 from tests.signing.test_sign import apksigner_verify, tool, zipalign_ok
@@ -531,21 +539,12 @@ def test_all_transforms_together_keep_alignment_last(
 
 
 def test_transforms_stream_a_large_apk(tmp_path: Path) -> None:
-    src = tmp_path / "big.apk"
-    block = b"".join(hashlib.sha256(str(i).encode()).digest() for i in range(32768))  # 1 MiB
-    with zipfile.ZipFile(FIXTURES / "fixture-native-libs.apk") as a, zipfile.ZipFile(src, "w") as b:
-        for info in a.infolist():
-            b.writestr(info, a.read(info), compress_type=info.compress_type)
-        for name, method in (
-            ("assets/s.bin", zipfile.ZIP_STORED),
-            ("assets/d.bin", zipfile.ZIP_DEFLATED),
-        ):
-            with b.open(zipfile.ZipInfo(name), "w") as fh:
-                fh._compress_type = method  # type: ignore[attr-defined]
-                for _ in range(16):
-                    fh.write(block)
-        b.writestr("META-INF/x.version", b"1")
-    del block
+    src = apk_with_large_assets(
+        tmp_path / "big.apk",
+        FIXTURES / "fixture-native-libs.apk",
+        mib=16,
+        extra={"META-INF/x.version": b"1"},
+    )
     material = load_keystore(KEYS / OTHER_KEY[0], password=OTHER_KEY[1], alias=OTHER_KEY[2])
     context = transforms.TransformContext(workdir=tmp_path, signing_material=lambda: material)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import re
 import shutil
 import struct
@@ -40,7 +39,7 @@ from appyard.signing.sign import (
 )
 from appyard.signing.v1_sign import UnsupportedMinSdk
 from appyard.signing.verify import verify_apk, verify_jar
-from tests.conftest import SHARED, need, shared_path
+from tests.conftest import SHARED, apk_with_large_assets, need, shared_path
 from tests.signing.test_align import assert_aligned
 from tests.signing.test_keystore import (
     KEY_TYPES,
@@ -539,23 +538,9 @@ def test_apk_without_manifest_is_refused(
 def test_signing_memory_stays_flat_for_a_large_apk(
     materials: dict[str, SigningMaterial], tmp_path: Path
 ) -> None:
-    src = tmp_path / "big.apk"
-    block = os.urandom(1024 * 1024)
-    with (
-        zipfile.ZipFile(fixture("generated/fixture-unsigned.apk")) as a,
-        zipfile.ZipFile(src, "w") as b,
-    ):
-        for info in a.infolist():
-            b.writestr(info, a.read(info))
-        for name, method in (
-            ("assets/stored.bin", zipfile.ZIP_STORED),
-            ("assets/deflated.bin", zipfile.ZIP_DEFLATED),
-        ):
-            with b.open(zipfile.ZipInfo(name), "w") as fh:
-                fh._compress_type = method  # type: ignore[attr-defined]
-                for _ in range(24):
-                    fh.write(block)
-    del block
+    src = apk_with_large_assets(
+        tmp_path / "big.apk", fixture("generated/fixture-unsigned.apk"), mib=24
+    )
 
     tracemalloc.start()
     try:
