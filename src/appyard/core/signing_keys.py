@@ -63,13 +63,9 @@ def _aad(key_id: str, field: str) -> str:
 
 
 def _describe(material: SigningMaterial) -> dict[str, object]:
-    import hashlib
-
-    from cryptography.hazmat.primitives.serialization import Encoding
-
     cert = material.certificate
     return {
-        "cert_sha256": hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest(),
+        "cert_sha256": material.certificate_sha256,
         "subject": cert.subject.rfc4514_string(),
         "not_after": cert.not_valid_after_utc,
         "key_algorithm": material.key_algorithm,
@@ -93,7 +89,7 @@ def check_profile(data: bytes, material: SigningMaterial, *, now: datetime) -> P
             f"{profile.expiration_date.date().isoformat()}.",
             expired_at=profile.expiration_date.isoformat(),
         )
-    cert_sha256 = str(_describe(material)["cert_sha256"])
+    cert_sha256 = material.certificate_sha256
     if not any(c.sha256 == cert_sha256 for c in profile.developer_certificates):
         raise ProfileCertificateMismatch(
             "The provisioning profile does not list this certificate "

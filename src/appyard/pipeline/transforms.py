@@ -248,9 +248,7 @@ def detached_jws(payload: bytes, material: SigningMaterial) -> bytes:
         "x5c": [
             base64.b64encode(c.public_bytes(Encoding.DER)).decode() for c in material.cert_chain
         ],
-        "x5t#S256": _b64url(
-            hashlib.sha256(material.certificate.public_bytes(Encoding.DER)).digest()
-        ),
+        "x5t#S256": _b64url(bytes.fromhex(material.certificate_sha256)),
     }
     protected = _b64url(json.dumps(header, separators=(",", ":"), sort_keys=True).encode())
     signing_input = f"{protected}.{_b64url(payload)}".encode("ascii")

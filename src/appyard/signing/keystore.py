@@ -16,6 +16,7 @@ Nothing here logs or echoes a password.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -118,6 +119,12 @@ class SigningMaterial:
     def key_algorithm(self) -> str:
         """``"RSA"`` or ``"EC"`` (also the v1 signature block's file extension)."""
         return "RSA" if isinstance(self.private_key, rsa.RSAPrivateKey) else "EC"
+
+    @property
+    def certificate_sha256(self) -> str:
+        """Lowercase hex SHA-256 of the signer certificate's DER (apksigner's "certificate
+        SHA-256 digest")."""
+        return hashlib.sha256(self.certificate.public_bytes(serialization.Encoding.DER)).hexdigest()
 
     def sign(self, data: bytes, algorithm: hashes.HashAlgorithm | None = None) -> bytes:
         """Sign ``data``: RSASSA-PKCS1-v1_5 for RSA keys, ECDSA (DER ``r, s``) for EC keys,

@@ -26,8 +26,6 @@ import os
 import struct
 from dataclasses import dataclass
 
-from cryptography.hazmat.primitives.serialization import Encoding
-
 from appyard.core.errors import BadRequest
 from appyard.signing.keystore import SigningMaterial
 from appyard.signing.model import CertificateInfo
@@ -95,12 +93,6 @@ def load_lineage(path: str | os.PathLike[str]) -> Lineage:
         return read_lineage(fh.read(MAX_LINEAGE_BYTES + 1))
 
 
-def _sha256(material: SigningMaterial) -> str:
-    import hashlib
-
-    return hashlib.sha256(material.certificate.public_bytes(Encoding.DER)).hexdigest()
-
-
 @dataclass(frozen=True)
 class Rotation:
     """Sign with a rotated key: ``original`` is the lineage's first signer (it signs v1, v2
@@ -118,13 +110,13 @@ class Rotation:
                 f"the rotation's minimum SDK is {self.min_sdk}."
             )
         first, last = self.lineage.certificates[0], self.lineage.certificates[-1]
-        if _sha256(self.original) != first.sha256:
+        if self.original.certificate_sha256 != first.sha256:
             raise InvalidLineage(
                 "The original key is not the lineage's first certificate "
                 f"({first.dn}); v1 and v2 must be signed by the key the app was first "
                 "signed with."
             )
-        if _sha256(current) != last.sha256:
+        if current.certificate_sha256 != last.sha256:
             raise InvalidLineage(
                 f"The signing key is not the lineage's last certificate ({last.dn}); sign with "
                 "the key the lineage rotates to."
