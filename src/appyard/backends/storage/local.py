@@ -119,6 +119,18 @@ class LocalBlobStore:
             file_name=str(payload.get("f", "")),
         )
 
+    def download(self, token: str) -> tuple[Grant, Path]:
+        """The grant and file a signed download URL names: ``SignedUrlInvalid`` when the token
+        is tampered with, expired or not for downloads, ``BlobNotFound`` when the object is
+        gone. Both HTTP faces of the store (``local_http``, ``local_sendfile``) serve this."""
+        grant = self.verify(token)
+        if grant.op != "get":
+            raise errors.SignedUrlInvalid("This signed URL is not for downloads.")
+        path = self.path(grant.key)
+        if not path.is_file():
+            raise errors.BlobNotFound("The object does not exist.")
+        return grant, path
+
     def presign_put(self, key: str, *, max_size: int, expires_in: int) -> str:
         self.path(key)
         return self._sign({"o": "put", "k": key, "m": max_size}, expires_in)

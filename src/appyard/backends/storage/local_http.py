@@ -79,14 +79,9 @@ def blob_app(store: LocalBlobStore, on_stored: Callable[[str], None]) -> Starlet
 
     async def get(request: Request) -> Response:
         try:
-            grant = store.verify(request.path_params["token"])
-            if grant.op != "get":
-                raise errors.SignedUrlInvalid("This signed URL is not for downloads.")
-            path = store.path(grant.key)
+            grant, path = store.download(request.path_params["token"])
         except errors.AppyardError as exc:
             return _error(exc.status, exc.message)
-        if not path.is_file():
-            return _error(404, "The object does not exist.")
         return FileResponse(path, filename=grant.file_name, media_type=media_type(grant.file_name))
 
     async def other(request: Request) -> Response:

@@ -236,15 +236,12 @@ class DownloadListener:
             await self._error(writer, 400, "Downloads take no request body.", keep_alive=False)
             return False
         try:
-            grant = self.store.verify(path[len(PREFIX) :])
-            if grant.op != "get":
-                raise errors.SignedUrlInvalid("This signed URL is not for downloads.")
-            file_path = self.store.path(grant.key)
+            grant, file_path = self.store.download(path[len(PREFIX) :])
             fh = open(file_path, "rb")  # closed by the with block below, after sendfile
         except errors.AppyardError as exc:
             await self._error(writer, exc.status, exc.message, keep_alive=keep)
             return keep
-        except (FileNotFoundError, IsADirectoryError):
+        except FileNotFoundError:  # deleted between the check and the open
             await self._error(writer, 404, "The object does not exist.", keep_alive=keep)
             return keep
         with fh:
