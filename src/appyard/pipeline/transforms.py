@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from appyard.core import errors
-from appyard.core.controls import ProtectionOptions
+from appyard.core.controls import PROTECTION_CONTROLS, ProtectionOptions
 from appyard.signing.align import (
     OffsetWriter,
     copy_entries,
@@ -391,7 +391,7 @@ def _external(src: Path, dst: Path, kind: str, ctx: TransformContext) -> bool:
 # --- the list ---------------------------------------------------------------------------------
 
 TRANSFORMS: dict[str, tuple[tuple[str, ...], Transform]] = {
-    # control id: (kinds it applies to, function)
+    # control id: (kinds it applies to, function); applied in the catalog's order
     "protect.strip_debug": (("apk", "aab"), _strip_debug),
     "protect.external": (("apk", "aab", "ipa"), _external),
     "protect.integrity": (("apk", "aab"), _integrity),
@@ -400,14 +400,16 @@ TRANSFORMS: dict[str, tuple[tuple[str, ...], Transform]] = {
 
 
 def apply(control_ids: list[str], kind: str, src: Path, ctx: TransformContext) -> Path:
-    """Apply the enabled transforms for ``kind`` in the order of ``TRANSFORMS`` (alignment
-    last); returns the path of the final file (a new file, never ``src``)."""
+    """Apply the enabled transforms for ``kind`` in catalog order
+    (``core.controls.PROTECTION_CONTROLS``: alignment last); returns the path of the final
+    file (a new file, never ``src``)."""
     current = src
     enabled = set(control_ids)
-    for index, (control_id, (kinds, function)) in enumerate(TRANSFORMS.items()):
-        if control_id not in enabled or kind not in kinds:
+    for index, spec in enumerate(PROTECTION_CONTROLS):
+        kinds, function = TRANSFORMS[spec.id]
+        if spec.id not in enabled or kind not in kinds:
             continue
-        out = ctx.workdir / f"step{index}-{control_id}.{kind}"
+        out = ctx.workdir / f"step{index}-{spec.id}.{kind}"
         if function(current, out, kind, ctx):
             current = out
     if current == src:
