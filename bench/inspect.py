@@ -248,7 +248,7 @@ def compare(
 ) -> None:
     """Median ms of ours and theirs, and the median of the paired ratios. An artifact that
     appyard refuses (InvalidArtifact) is timed too: refusing is its answer."""
-    from appyard.core.errors import InvalidArtifact
+    from appyard.errors import InvalidArtifact
 
     def ours_or_refusal() -> Any:
         with contextlib.suppress(InvalidArtifact):
@@ -278,7 +278,7 @@ def compare(
 
 
 def measure(a: Artifact, reps: int, have: dict[str, bool]) -> Row:
-    from appyard.core.errors import InvalidArtifact
+    from appyard.errors import InvalidArtifact
     from appyard.inspect import inspect_file
 
     row = Row(a)

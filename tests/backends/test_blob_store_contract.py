@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from appyard.core import errors
+from appyard import errors
 from appyard.core.ports import BlobStore
 from tests.backends.conftest import MakeBlobStore
 

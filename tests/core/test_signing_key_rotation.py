@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from appyard.core import errors, signing_keys
+from appyard import errors
+from appyard.core import signing_keys
 from appyard.core.models import Platform, SigningKey
 from appyard.runtime import Runtime
 from appyard.signing.lineage import InvalidLineage

@@ -24,8 +24,9 @@ from cryptography.hazmat.primitives.serialization import (
 )
 from sqlalchemy import select
 
+from appyard import errors
 from appyard.backends.db import tables
-from appyard.core import errors, signing_keys
+from appyard.core import signing_keys
 from appyard.core.crypto import SecretBox, SecretUnreadable
 from appyard.core.models import KeyState, Platform, SigningKey
 from appyard.runtime import Runtime, build_runtime

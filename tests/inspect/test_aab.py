@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from appyard.core.errors import InvalidArtifact
+from appyard.errors import InvalidArtifact
 from appyard.inspect.aab import AabFacts, BundleModule, inspect_aab
 from tests.conftest import need
 from tests.inspect.conftest import (

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from appyard.core.errors import InvalidArtifact
+from appyard.errors import InvalidArtifact
 from appyard.inspect.aab import AabFacts, inspect_aab
 from appyard.inspect.android_manifest import read_manifest
 from appyard.inspect.android_resources import AAPT_CONFIG, MalformedResource, ResValue

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from appyard.core.errors import ArtifactTooLarge, InvalidArtifact
+from appyard.errors import ArtifactTooLarge, InvalidArtifact
 from appyard.inspect.aab import inspect_aab
 from appyard.inspect.apk import MAX_MANIFEST_BYTES, inspect_apk
 from appyard.inspect.archive import MAX_ENTRIES, MAX_RATIO

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from appyard.core.errors import InvalidArtifact
+from appyard.errors import InvalidArtifact
 from appyard.inspect.apk import ApkFacts, inspect_apk
 from appyard.inspect.arsc import ArscTable
 from tests.conftest import FIXTURES, need

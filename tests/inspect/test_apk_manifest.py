@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from appyard.core.errors import InvalidArtifact
+from appyard.errors import InvalidArtifact
 from appyard.inspect.apk import ApkFacts, inspect_apk
 from tests.inspect.conftest import E, make_apk, make_axml, manifest
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from asn1crypto import cms
 
-from appyard.core.errors import InvalidArtifact
+from appyard.errors import InvalidArtifact
 from appyard.inspect import inspect_file
 from appyard.inspect.ipa import IpaFacts, inspect_ipa
 from appyard.inspect.mobileprovision import SigningType, bundle_id_matches

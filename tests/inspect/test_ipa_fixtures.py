@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from appyard.core.errors import InvalidArtifact
+from appyard.errors import InvalidArtifact
 from appyard.inspect.ipa import inspect_ipa
 from appyard.inspect.mobileprovision import CertificateInfo, SigningType
 from tests.conftest import SHARED, need

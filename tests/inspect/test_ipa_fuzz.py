@@ -16,7 +16,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from appyard.core.errors import InvalidArtifact
+from appyard.errors import InvalidArtifact
 from appyard.inspect.ipa import IpaFacts, inspect_ipa
 from tests.conftest import SHARED
 from tests.inspect.test_ipa_factory import (

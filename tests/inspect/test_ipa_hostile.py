@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from appyard.core.errors import ArtifactTooLarge, InvalidArtifact
+from appyard.errors import ArtifactTooLarge, InvalidArtifact
 from appyard.inspect.cgbi import PngError, normalize_png
 from appyard.inspect.ipa import inspect_ipa
 from appyard.inspect.plist import MAX_PLIST_BYTES, load_plist

@@ -17,7 +17,8 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from appyard.core import errors, jobs, tenants
+from appyard import errors
+from appyard.core import jobs, tenants
 from appyard.core.models import JobState, LimitOverrides
 from appyard.runtime import Runtime, build_runtime
 from appyard.settings import Settings

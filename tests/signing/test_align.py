@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from appyard.core.errors import InvalidArtifact
+from appyard.errors import InvalidArtifact
 from appyard.signing.align import ALIGNMENT_EXTRA_ID, align_apk, check_alignment
 from appyard.signing.zipmeta import MalformedZip, NotAZip
 from tests.conftest import need, shared_path

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
-from appyard.core.errors import BadRequest
+from appyard.errors import BadRequest
 from appyard.signing.keystore import (
     MAX_KEYSTORE_BYTES,
     AliasNotFound,

@@ -26,7 +26,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from appyard.core.errors import BadRequest, InvalidArtifact
+from appyard.errors import BadRequest, InvalidArtifact
 from appyard.signing.align import align_apk, check_alignment
 from appyard.signing.keystore import SigningMaterial, load_keystore
 from appyard.signing.sign import (

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from appyard.core.errors import InvalidArtifact
+from appyard.errors import InvalidArtifact
 from appyard.signing.model import ANY_SDK, ApkVerification
 from appyard.signing.verify import verify_apk, verify_jar
 from appyard.signing.zipmeta import NotAZip

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from appyard.core.errors import InvalidArtifact
+from appyard.errors import InvalidArtifact
 from appyard.signing.model import ApkVerification
 from appyard.signing.verify import verify_apk, verify_jar
 from appyard.signing.zipmeta import (

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from streaming_form_data import StreamingFormDataParser
 from streaming_form_data.targets import BaseTarget, ValueTarget
 
-from appyard.core import errors
+from appyard import errors
 from appyard.core.spool import HashedFile
 
 MAX_FIELD = 64 * 1024

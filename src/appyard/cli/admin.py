@@ -17,9 +17,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from appyard import errors
 from appyard.api.deps import transaction
 from appyard.cli.common import runtime_from
-from appyard.core import controls, errors, identity, signing_keys, tenants, users, versions
+from appyard.core import controls, identity, signing_keys, tenants, users, versions
 from appyard.core.crypto import SecretBox
 from appyard.core.models import (
     Actor,

@@ -28,7 +28,7 @@ from rich.text import Text
 
 from appyard.checks import Finding, History, Severity, default_config, evaluate
 from appyard.checks.model import VERSIONS
-from appyard.core.errors import InvalidArtifact
+from appyard.errors import InvalidArtifact
 from appyard.inspect import inspect_file
 
 SCHEMA = "appyard.inspect/1"

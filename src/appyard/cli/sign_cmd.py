@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from appyard.core.errors import AppyardError, BadRequest
+from appyard.errors import AppyardError, BadRequest
 from appyard.signing.keystore import SigningKeyInvalid, SigningMaterial, load_keystore
 from appyard.signing.lineage import (
     DEFAULT_ROTATION_MIN_SDK,

@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from appyard.core import errors, signing_keys, uploads
+from appyard import errors
+from appyard.core import signing_keys, uploads
 from appyard.core.crypto import SecretBox
 from appyard.core.ids import new_id
 from appyard.core.models import App, Build, Platform, Principal

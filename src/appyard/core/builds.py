@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
-from appyard.core import errors, signing_keys, tenants, uploads
+from appyard import errors
+from appyard.core import signing_keys, tenants, uploads
 from appyard.core.ids import new_id
 from appyard.core.models import (
     Build,

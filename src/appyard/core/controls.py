@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from appyard.core import errors
+from appyard import errors
 from appyard.core.models import ConfigVersion, Platform
 from appyard.core.ports import UnitOfWork
 

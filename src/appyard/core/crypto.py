@@ -15,7 +15,7 @@ from collections.abc import Callable
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from appyard.core import errors
+from appyard import errors
 
 MAGIC = b"ay1"
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
-from appyard.core import errors, tenants
+from appyard import errors
+from appyard.core import tenants
 from appyard.core.ids import hash_secret, new_secret, secret_matches
 from appyard.core.models import Principal, Token, TokenKind
 from appyard.core.ports import Clock, UnitOfWork

@@ -19,7 +19,8 @@ import re
 from dataclasses import replace
 from datetime import datetime
 
-from appyard.core import errors, tenants
+from appyard import errors
+from appyard.core import tenants
 from appyard.core.crypto import SecretBox
 from appyard.core.ids import new_id
 from appyard.core.models import KeyState, Plan, Platform, SigningKey

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from appyard.core import errors
+from appyard import errors
 from appyard.core.ids import new_id
 from appyard.core.models import LimitOverrides, Limits, Plan, Tenant
 from appyard.core.ports import Clock, UnitOfWork

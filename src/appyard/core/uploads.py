@@ -16,7 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
-from appyard.core import controls, errors, signing_keys, tenants
+from appyard import errors
+from appyard.core import controls, signing_keys, tenants
 from appyard.core.ids import new_id
 from appyard.core.models import (
     Build,

@@ -13,7 +13,8 @@ import re
 import secrets
 from datetime import timedelta
 
-from appyard.core import errors, tenants
+from appyard import errors
+from appyard.core import tenants
 from appyard.core.ids import hash_secret, new_id
 from appyard.core.models import Actor, Role, User
 from appyard.core.ports import Clock, UnitOfWork

@@ -20,7 +20,8 @@ from typing import Any
 
 import pycountry
 
-from appyard.core import apps, errors, uploads
+from appyard import errors
+from appyard.core import apps, uploads
 from appyard.core.ids import new_id
 from appyard.core.models import (
     Actor,

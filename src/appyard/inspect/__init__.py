@@ -1,7 +1,7 @@
 """Artifact parsers: path -> facts. Pure, bounded, no database, no HTTP.
 
 :func:`inspect_file` picks the parser by kind (the file's extension); each parser raises
-:class:`appyard.core.errors.InvalidArtifact` with a reason a person can act on.
+:class:`appyard.errors.InvalidArtifact` with a reason a person can act on.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
-from appyard.core.errors import InvalidArtifact
+from appyard.errors import InvalidArtifact
 from appyard.inspect.facts import Identity
 
 if TYPE_CHECKING:

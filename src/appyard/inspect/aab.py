@@ -18,7 +18,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from appyard.core.errors import InvalidArtifact
+from appyard.errors import InvalidArtifact
 from appyard.inspect.android_jar import (
     JarSignature,
     jar_signers,

@@ -14,7 +14,7 @@ This module holds what both formats have in common:
 
 Every parser here raises :class:`MalformedResource` (a ``ValueError``) on hostile or broken
 input; :mod:`appyard.inspect.apk` and :mod:`appyard.inspect.aab` turn it into
-:class:`appyard.core.errors.InvalidArtifact` naming the entry.
+:class:`appyard.errors.InvalidArtifact` naming the entry.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ zip's central directory and local headers (alignment); it never reads ``classes.
 assets or native libraries. Signatures are verified by :mod:`appyard.signing.verify` when
 asked (``verify_signatures=True``, the default).
 
-Every malformed input ends as :class:`~appyard.core.errors.InvalidArtifact` with a reason a
+Every malformed input ends as :class:`~appyard.errors.InvalidArtifact` with a reason a
 person can act on; see docs/inspection-android.md for the bounds and for where appyard
 deliberately differs from ``aapt dump badging``.
 """
@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from appyard.core.errors import InvalidArtifact
+from appyard.errors import InvalidArtifact
 from appyard.inspect.android_manifest import (
     Icon,
     IconFiles,

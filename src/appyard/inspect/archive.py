@@ -29,7 +29,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, BinaryIO
 
-from appyard.core.errors import ArtifactTooLarge, InvalidArtifact
+from appyard.errors import ArtifactTooLarge, InvalidArtifact
 
 MAX_ENTRIES = 200_000
 MAX_CENTRAL_DIRECTORY_BYTES = 16 * 1024 * 1024

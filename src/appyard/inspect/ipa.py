@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from appyard.core.errors import InvalidArtifact
+from appyard.errors import InvalidArtifact
 from appyard.inspect.archive import SafeZip
 from appyard.inspect.cgbi import MAX_PNG_BYTES, PngError, normalize_png, png_header
 from appyard.inspect.facts import Identity

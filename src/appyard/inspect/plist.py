@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 from xml.parsers.expat import ExpatError
 
-from appyard.core.errors import InvalidArtifact
+from appyard.errors import InvalidArtifact
 
 MAX_PLIST_BYTES = 4 * 1024 * 1024
 MAX_DEPTH = 64

@@ -22,7 +22,8 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from appyard.core import apps, controls, detections, errors, jobs, signing_keys, versions
+from appyard import errors
+from appyard.core import apps, controls, detections, jobs, signing_keys, versions
 from appyard.core.context import Services
 from appyard.core.models import Build, Job, SigningKey, Stage
 from appyard.core.ports import UnitOfWork, chunked

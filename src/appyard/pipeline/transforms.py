@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from appyard.core import errors
+from appyard import errors
 from appyard.core.controls import PROTECTION_CONTROLS, ProtectionOptions
 from appyard.signing.align import (
     OffsetWriter,

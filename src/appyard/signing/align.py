@@ -18,7 +18,7 @@ The same machinery (:func:`read_layout`, :class:`OffsetWriter`, :func:`copy_entr
 
 The zip structures are read with :mod:`appyard.signing.zipmeta` (the verifier's reader, which
 follows apksig), so what the signer accepts is what ``apksigner`` accepts. Hostile input is
-refused with :class:`~appyard.core.errors.InvalidArtifact` subclasses: no end of central
+refused with :class:`~appyard.errors.InvalidArtifact` subclasses: no end of central
 directory (``NotAZip``), ZIP64 or multi-disk archives, local headers that disagree with the
 central directory (``MalformedZip``), and here, with a ``reason``: entries that overlap
 (``overlapping_entries``), encrypted entries (``encrypted_entry``), duplicate names
@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from appyard.core.errors import InvalidArtifact
+from appyard.errors import InvalidArtifact
 from appyard.signing.zipmeta import (
     CHUNK_SIZE,
     FLAG_DATA_DESCRIPTOR,

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from appyard.core.errors import BadRequest
+from appyard.errors import BadRequest
 
 MAX_KEYSTORE_BYTES = 10 * 1024 * 1024
 MIN_RSA_BITS = 2048

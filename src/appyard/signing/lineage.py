@@ -26,7 +26,7 @@ import os
 import struct
 from dataclasses import dataclass
 
-from appyard.core.errors import BadRequest
+from appyard.errors import BadRequest
 from appyard.signing.keystore import SigningMaterial
 from appyard.signing.model import CertificateInfo
 from appyard.signing.verify import SDK_P, SDK_T, lineage_certificates

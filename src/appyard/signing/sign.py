@@ -37,7 +37,7 @@ from asn1crypto import x509 as asn1_x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from appyard.core.errors import BadRequest, InvalidArtifact
+from appyard.errors import BadRequest, InvalidArtifact
 from appyard.signing.align import (
     DEFAULT_ALIGNMENT,
     PAGE_ALIGNMENT,

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from appyard.core.errors import InvalidArtifact
+from appyard.errors import InvalidArtifact
 from appyard.signing.keystore import SigningMaterial
 from appyard.signing.zipmeta import METHOD_DEFLATED, METHOD_STORED, CentralDirectoryEntry
 

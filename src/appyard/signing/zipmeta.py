@@ -14,7 +14,7 @@ refuses matches what ``apksigner verify`` accepts and refuses:
   directory, or ``None`` when there is none. Like apksig, a block whose footer or sizes are
   inconsistent counts as absent; :attr:`SigningBlock.malformed` records why.
 
-Errors: :class:`NotAZip` (an :class:`~appyard.core.errors.InvalidArtifact`) when the file has no
+Errors: :class:`NotAZip` (an :class:`~appyard.errors.InvalidArtifact`) when the file has no
 usable EOCD at all, :class:`MalformedZip` (also an ``InvalidArtifact``) for a zip whose
 structures are damaged or exceed the bounds below. ``struct.error`` and ``IndexError`` never
 escape.
@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from appyard.core.errors import InvalidArtifact
+from appyard.errors import InvalidArtifact
 
 __all__ = [
     "APK_SIG_BLOCK_MAGIC",

@@ -13,8 +13,9 @@ from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from appyard import errors
 from appyard.api.deps import services, transaction
-from appyard.core import errors, identity, users, versions
+from appyard.core import identity, users, versions
 from appyard.core.context import Services
 from appyard.core.models import Actor, StoreIssue, TokenKind, Version, VersionEvent
 

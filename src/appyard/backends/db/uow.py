@@ -33,8 +33,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
+from appyard import errors
 from appyard.backends.db import tables as t
-from appyard.core import errors, ports
+from appyard.core import ports
 from appyard.core.models import (
     App,
     Build,

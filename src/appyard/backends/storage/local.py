@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from appyard.core import errors
+from appyard import errors
 from appyard.core.models import Part
 from appyard.core.ports import BlobInfo
 from appyard.core.spool import HashedFile

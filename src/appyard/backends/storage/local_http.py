@@ -18,8 +18,8 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from appyard import errors
 from appyard.backends.storage.local import LocalBlobStore, PartWrite, StreamingWrite
-from appyard.core import errors
 
 log = logging.getLogger("appyard.blob")
 

@@ -31,9 +31,9 @@ import threading
 from dataclasses import dataclass
 from urllib.parse import quote
 
+from appyard import errors
 from appyard.backends.storage.local import LocalBlobStore
 from appyard.backends.storage.local_http import media_type
-from appyard.core import errors
 
 log = logging.getLogger("appyard.blob")
 

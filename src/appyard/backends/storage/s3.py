@@ -50,7 +50,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from appyard.core import errors
+from appyard import errors
 from appyard.core.models import Part
 from appyard.core.ports import BlobInfo
 

@@ -303,7 +303,7 @@ def test_free_plan_cannot_use_automation(client: TestClient, runtime: Runtime) -
 
 
 def test_at_most_ten_automation_keys(runtime: Runtime, tenant: TenantKey) -> None:
-    from appyard.core import errors
+    from appyard import errors
 
     svc = runtime.services
     with svc.uow() as uow:
@@ -421,7 +421,7 @@ def test_signed_url_expires(runtime: Runtime, tenant: TenantKey) -> None:
     token = url.rsplit("/", 1)[1]
     import time
 
-    from appyard.core import errors
+    from appyard import errors
 
     assert store.verify(token).key == "t/k.apk"
     with pytest.raises(errors.SignedUrlInvalid, match="expired"):

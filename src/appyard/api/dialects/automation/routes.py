@@ -8,11 +8,11 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 
+from appyard import errors as core_errors
 from appyard.api.deps import services, transaction
 from appyard.api.dialects.automation import credentials, errors
 from appyard.api.dialects.automation.schemas import AbortRequest, CompleteRequest, UploadRequest
 from appyard.core import builds, identity, uploads
-from appyard.core import errors as core_errors
 from appyard.core.context import Services
 from appyard.core.models import Build, BuildStatus, Principal
 

@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from appyard.core import errors
+from appyard import errors
 
 log = logging.getLogger("appyard.api.management")
 

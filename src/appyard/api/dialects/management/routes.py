@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 
+from appyard import errors as core_errors
 from appyard.api.deps import services, transaction
 from appyard.api.dialects.management import credentials, errors
 from appyard.api.dialects.management.schemas import (
@@ -30,7 +31,6 @@ from appyard.api.dialects.management.schemas import (
     UploadSigningKey,
 )
 from appyard.core import apps, builds, identity, signing_keys, uploads
-from appyard.core import errors as core_errors
 from appyard.core.context import Services
 from appyard.core.models import Build, BuildStatus, KeyState, Platform, Principal, SigningKey
 

@@ -10,7 +10,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from appyard.core import errors
+from appyard import errors
 
 STATUS: dict[type[errors.AppyardError], int] = {
     errors.BadRequest: 400,

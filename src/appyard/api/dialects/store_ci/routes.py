@@ -11,10 +11,10 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 from starlette.responses import JSONResponse
 
+from appyard import errors as core_errors
 from appyard.api.deps import services, transaction
 from appyard.api.dialects.store_ci import credentials, errors
 from appyard.api.forms import stream_form
-from appyard.core import errors as core_errors
 from appyard.core import identity, users, versions
 from appyard.core.context import Services
 from appyard.core.models import Actor, Principal, Role, Token, TokenKind, Version
