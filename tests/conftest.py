@@ -24,10 +24,10 @@ import pytest
 from sqlalchemy import text
 
 from appyard.backends.db import migrate
+from appyard.backends.db.engine import make_engine
 from appyard.backends.db.tables import metadata
-from appyard.backends.db.uow import make_engine
 from appyard.core import identity, tenants
-from appyard.core.models import Plan, Principal, TokenKind
+from appyard.core.models import Actor, Build, Plan, TokenKind
 from appyard.runtime import Runtime, build_runtime
 from appyard.settings import Settings
 
@@ -182,13 +182,11 @@ class StoreEvents:
     runtime: Runtime | None = None
 
     def object_put(self, path: str) -> None:
-        """What the local store's callback does (app.py ``on_stored``) for the object at
-        ``path`` (``/<bucket>/<prefix>/<key>`` of a path-style presigned URL)."""
+        """What the local store's report does (core.arrivals.stored) for the object at ``path``
+        (``/<bucket>/<prefix>/<key>`` of a path-style presigned URL)."""
         if self.runtime is None:
             return
         from urllib.parse import unquote
-
-        from appyard.core import signing_keys, uploads
 
         svc = self.runtime.services
         bucket, prefix = getattr(svc.store, "bucket", ""), getattr(svc.store, "prefix", "")
@@ -196,13 +194,13 @@ class StoreEvents:
         if not unquote(path).startswith(head):
             return
         key = unquote(path)[len(head) :]
-        with svc.uow() as uow:
-            job_id = uploads.notice_received(uow, svc.clock, svc.store, key=key)
-            if svc.box is not None:
-                signing_keys.notice_key_file(uow, svc.clock, svc.box, svc.store, upload_key=key)
-            uow.commit()
-        if job_id:
-            svc.queue.notify(job_id)
+        from appyard.core import arrivals
+
+        info = svc.store.stat(key)
+        if info is None:
+            return
+        with svc.transaction() as uow:
+            arrivals.stored(svc, uow, key=key, info=info)
 
 
 @pytest.fixture
@@ -252,7 +250,11 @@ class TenantKey:
     tenant_id: str
     name: str
     key: str
-    principal: Principal
+    actor: Actor
+
+    @property
+    def principal(self) -> Actor:
+        return self.actor
 
 
 def make_tenant(runtime: Runtime, name: str = "acme", plan: Plan = Plan.TEAM) -> TenantKey:
@@ -265,13 +267,48 @@ def make_tenant(runtime: Runtime, name: str = "acme", plan: Plan = Plan.TEAM) ->
             else None
         )
         uow.commit()
-    principal = Principal(
+    actor = Actor(
+        id=issued.token.id if issued else "",
         tenant_id=tenant.id,
-        token_id=issued.token.id if issued else "",
-        kind=TokenKind.AUTOMATION,
-        scopes=(),
+        token_kind=TokenKind.AUTOMATION,
     )
-    return TenantKey(tenant.id, name, issued.raw if issued else "", principal)
+    return TenantKey(tenant.id, name, issued.raw if issued else "", actor)
+
+
+def upload_build(
+    runtime: Runtime,
+    tenant: TenantKey,
+    artifact: Path | bytes,
+    *,
+    file_name: str = "app.apk",
+    version: str = "production",
+    signing_key_id: str | None = None,
+    services: Any = None,
+) -> Build:
+    """A build whose artifact arrived: requested as a client would, its bytes written to the
+    store, and the arrival reported as the store does (its job is queued)."""
+    from appyard.core import arrivals, builds
+
+    svc = services or runtime.services
+    data = artifact if isinstance(artifact, bytes) else artifact.read_bytes()
+    with svc.transaction() as uow:
+        made = builds.request_upload(
+            uow,
+            svc.clock,
+            svc.store,
+            svc.policy,
+            tenant.actor,
+            file_name=file_name,
+            platform=builds.uploads.EXTENSION_PLATFORM[file_name.rsplit(".", 1)[1]].value,
+            version=version,
+            file_size=len(data),
+            signing_key_id=signing_key_id,
+            source="test",
+        )
+    info = svc.store.write(made.build.source_key, [data])
+    with svc.transaction() as uow:
+        assert arrivals.stored(svc, uow, key=made.build.source_key, info=info) is not None
+    return made.build
 
 
 KEYS = FIXTURES / "keys"

@@ -1,5 +1,6 @@
-"""create_app(settings) -> the ASGI app: the dialects at their vendor paths, the local blob
-store's signed URLs, and (embedded shape) the worker threads, started with the app."""
+"""create_app(settings) -> the ASGI app: every API dialect and the native API at their paths
+(one list, ``api/dialects``), the local blob store's signed URLs, and (embedded shape) the
+worker threads, started with the app."""
 
 from __future__ import annotations
 
@@ -9,13 +10,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from appyard.api.deps import transaction
-from appyard.api.dialects.automation.routes import create_app as automation_app
-from appyard.api.dialects.management.routes import create_app as management_app
-from appyard.api.dialects.store_ci.routes import create_app as store_ci_app
-from appyard.api.native.routes import create_app as native_app
+from appyard.api import kit
+from appyard.api.dialects import DIALECTS
+from appyard.api.native.routes import API as NATIVE_API
 from appyard.backends.storage.local_http import blob_app
-from appyard.core import signing_keys, uploads
 from appyard.runtime import Runtime, build_runtime
 from appyard.settings import Settings
 from appyard.worker import Worker
@@ -58,21 +56,9 @@ def create_app(
         return {"status": "ok"}
 
     if runtime.local_store is not None:
-
-        def on_stored(key: str) -> None:
-            with transaction(svc) as uow:
-                job_id = uploads.notice_received(uow, svc.clock, svc.store, key=key)
-            if job_id:
-                svc.queue.notify(job_id)
-            if svc.box is not None:  # a signing-key file (management API) opens as it lands
-                with transaction(svc) as uow:
-                    signing_keys.notice_key_file(uow, svc.clock, svc.box, svc.store, upload_key=key)
-
-        app.mount("/_blob", blob_app(runtime.local_store, on_stored))
-    app.mount("/automate", automation_app(svc))
-    app.mount("/portal/api", store_ci_app(svc))
-    app.mount("/appyard/v1", native_app(svc))
-    app.mount("/frontend", management_app(svc))
+        app.mount("/_blob", blob_app(runtime.local_store))
+    for dialect in (*DIALECTS, NATIVE_API):
+        app.mount(dialect.prefix, kit.mount(dialect, svc))
     return app
 
 

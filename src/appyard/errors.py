@@ -132,6 +132,12 @@ class UploadNotPending(Conflict):
     code = "upload.not_pending"
 
 
+class UploadGone(Conflict):
+    """This upload URL can no longer be used: it was used already, or its upload ended."""
+
+    code, status = "upload.gone", 410
+
+
 # --- not found --------------------------------------------------------------------------------
 
 

@@ -9,14 +9,16 @@ from urllib.parse import unquote, urlsplit
 from sqlalchemy import Engine
 
 from appyard.backends.db import migrate
-from appyard.backends.db.uow import SqlUnitOfWorkFactory, make_engine
+from appyard.backends.db.engine import make_engine
+from appyard.backends.db.uow import SqlUnitOfWorkFactory
 from appyard.backends.queue.embedded import EmbeddedQueue
 from appyard.backends.storage.local import LocalBlobStore
+from appyard.core import arrivals
 from appyard.core.context import Services
 from appyard.core.controls import DEFAULT_STRIP_PATTERNS, ProtectionOptions
 from appyard.core.crypto import SecretBox
-from appyard.core.ports import BlobStore, Clock, JobQueue, SystemClock
-from appyard.core.uploads import UploadPolicy
+from appyard.core.policy import UploadPolicy
+from appyard.core.ports import ArrivalListener, BlobInfo, BlobStore, Clock, JobQueue, SystemClock
 from appyard.settings import Settings
 
 
@@ -70,6 +72,16 @@ def _spool(settings: Settings) -> Path:
     return path
 
 
+def _arrivals(services: Services) -> ArrivalListener:
+    """What the store reports as it publishes an object goes to core's one arrival entry."""
+
+    def arrived(key: str, info: BlobInfo) -> None:
+        with services.transaction() as uow:
+            arrivals.stored(services, uow, key=key, info=info)
+
+    return arrived
+
+
 def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.effective_database_url)
@@ -89,6 +101,7 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
             protector_timeout_seconds=settings.protector_timeout_seconds,
         ),
     )
+    store.listen(_arrivals(services))
     return Runtime(
         settings=settings,
         engine=engine,

@@ -1,7 +1,8 @@
-"""Workers: claim job rows, run their stages, renew leases; sweep expired uploads.
+"""Workers: claim job rows and run each with the handler of its kind, renew leases; relay the
+outbox; sweep uploads and stalled builds.
 
-``appyard worker`` runs :func:`run_worker`; the embedded ``appyard serve`` starts the same
-:class:`Worker` threads inside the server process.
+``appyard worker`` runs :class:`Worker`; the embedded ``appyard serve`` starts the same
+threads inside the server process.
 """
 
 from __future__ import annotations
@@ -12,13 +13,15 @@ import socket
 import threading
 import time
 
-from appyard.core import jobs, uploads
+from appyard.core import arrivals, builds, jobs
 from appyard.core.context import Services
-from appyard.pipeline.process import process
+from appyard.core.models import Job
+from appyard.pipeline.handlers import HANDLERS, Handler
 
 log = logging.getLogger("appyard.worker")
 
 SWEEP_SECONDS = 30.0
+RELAY_SECONDS = 2.0  # the outbox, and (stores that do not report them) upload arrivals
 IDLE_POLL_SECONDS = 2.0
 
 
@@ -30,14 +33,17 @@ class Worker:
         concurrency: int = 1,
         name: str | None = None,
         sweep_seconds: float = SWEEP_SECONDS,
+        handlers: dict[str, Handler] | None = None,
     ):
         self.services = services
         self.concurrency = concurrency
         self.sweep_seconds = sweep_seconds
+        self.handlers = HANDLERS if handlers is None else handlers
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._last_sweep = 0.0
+        self._last_relay = 0.0
         self._sweep_lock = threading.Lock()
 
     def start(self) -> None:
@@ -59,7 +65,7 @@ class Worker:
             thread.join(timeout)
 
     def run_once(self, owner: str) -> bool:
-        """Claim and process one job; False when there was none."""
+        """Claim and run one job; False when there was none."""
         s = self.services
         with s.uow() as uow:
             job = jobs.claim(uow, s.clock, owner=owner, lease_seconds=s.lease_seconds)
@@ -67,39 +73,70 @@ class Worker:
         if job is None:
             return False
         log.info(
-            "job.claimed job_id=%s build_id=%s attempt=%d owner=%s",
+            "job.claimed job_id=%s kind=%s build_id=%s attempt=%d owner=%s",
             job.id,
+            job.kind,
             job.build_id,
             job.attempts,
             owner,
         )
-        process(s, job, owner)
+        handler = self.handlers.get(job.kind)
+        if handler is None:
+            self._unknown(job)
+        else:
+            handler(s, job, owner)
         return True
 
-    def sweep(self) -> None:
-        """Expire uploads that never arrived (aborting their multipart parts on the store),
-        and queue the jobs of uploads whose object reached the store unnoticed."""
+    def _unknown(self, job: Job) -> None:
+        log.error("job.unknown_kind job_id=%s kind=%s", job.id, job.kind)
+        with self.services.transaction() as uow:
+            jobs.fail(
+                uow,
+                self.services.clock,
+                job=job,
+                message=f"No handler for jobs of kind {job.kind!r} in this appyard version.",
+            )
+
+    def relay(self) -> int:
+        """Deliver the outbox (what a crash between commit and delivery left behind)."""
+        return self.services.relay()
+
+    def notice(self) -> int:
+        """Uploads whose objects reached the store unreported arrive."""
         s = self.services
-        with s.uow() as uow:
-            expired, queued = uploads.expire_stale(uow, s.clock, s.store)
-            uow.commit()
-        with s.uow() as uow:
-            queued += uploads.notice_arrived(uow, s.clock, s.store)
-            uow.commit()
-        for job_id in queued:
-            s.queue.notify(job_id)
+        with s.transaction() as uow:
+            arrived = arrivals.notice(s, uow)
+        if arrived:
+            log.info("uploads.noticed count=%d", arrived)
+        return arrived
+
+    def sweep(self) -> None:
+        """Notice uploads that arrived unreported and expire those that never will; fail
+        builds that stalled with no worker holding them."""
+        s = self.services
+        self.notice()
+        with s.transaction() as uow:
+            expired = arrivals.expire(s, uow)
+        with s.transaction() as uow:
+            stalled = builds.time_out_stalled(uow, s.clock)
         if expired:
             log.info("uploads.expired count=%d", expired)
-        if queued:
-            log.info("uploads.noticed count=%d", len(queued))
+        if stalled:
+            log.info("builds.timed_out count=%d", stalled)
 
     def _maybe_sweep(self) -> None:
         now = time.monotonic()
-        if now - self._last_sweep < self.sweep_seconds or not self._sweep_lock.acquire(False):
+        if not self._sweep_lock.acquire(False):
             return
         try:
-            self._last_sweep = now
-            self.sweep()
+            if now - self._last_relay >= RELAY_SECONDS:
+                self._last_relay = now
+                self.relay()
+                if not self.services.store.reports_arrivals:
+                    self.notice()
+            if now - self._last_sweep >= self.sweep_seconds:
+                self._last_sweep = now
+                self.sweep()
         finally:
             self._sweep_lock.release()
 

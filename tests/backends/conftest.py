@@ -58,7 +58,7 @@ class BlobHttp:
         self.thread.join(10)
 
     def mount(self, name: str, store: LocalBlobStore) -> None:
-        self.app.router.routes.append(Mount(f"/{name}/_blob", blob_app(store, lambda key: None)))
+        self.app.router.routes.append(Mount(f"/{name}/_blob", blob_app(store)))
 
 
 @pytest.fixture(scope="session")

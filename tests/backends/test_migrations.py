@@ -7,8 +7,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from appyard.backends.db import migrate
+from appyard.backends.db.engine import make_engine
 from appyard.backends.db.tables import metadata
-from appyard.backends.db.uow import make_engine
 
 
 def test_upgrade_from_empty_matches_the_models(database_url: str) -> None:

@@ -5,34 +5,15 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from appyard.core import jobs, uploads
+from appyard.core import jobs
 from appyard.core.models import BuildStatus, JobState
 from appyard.runtime import Runtime
 from appyard.worker import Worker
-from tests.conftest import FIXTURES, FakeClock, TenantKey
+from tests.conftest import FIXTURES, FakeClock, TenantKey, upload_build
 
 
 def _queued_build(runtime: Runtime, tenant: TenantKey) -> str:
-    svc = runtime.services
-    with svc.uow() as uow:
-        ticket = uploads.request(
-            uow,
-            svc.clock,
-            svc.store,
-            svc.policy,
-            tenant.principal,
-            file_name="app.apk",
-            platform="android",
-            version="prod",
-            file_size=None,
-            signing_key_id=None,
-        )
-        uow.commit()
-    svc.store.write(ticket.upload.key, [(FIXTURES / "fixture-release-v1v2v3.apk").read_bytes()])
-    with svc.uow() as uow:
-        assert uploads.notice_received(uow, svc.clock, svc.store, key=ticket.upload.key)
-        uow.commit()
-    return ticket.build.id
+    return upload_build(runtime, tenant, FIXTURES / "fixture-release-v1v2v3.apk").id
 
 
 def test_a_job_is_claimed_by_one_worker_only(runtime: Runtime, tenant: TenantKey) -> None:

@@ -301,7 +301,7 @@ def test_deleting_a_key_wipes_its_profile(
 ) -> None:
     key = create(runtime, tenant, make_p12(signer), profile=profile_for(signer))
     with runtime.services.uow() as uow:
-        signing_keys.delete(uow, tenant_id=tenant.tenant_id, key_id=key.id)
+        signing_keys.delete(uow, runtime.services.store, tenant_id=tenant.tenant_id, key_id=key.id)
         uow.commit()
     row = raw_row(runtime, key.id)
     assert row["sealed_profile"] is None and row["sealed_keystore"] is None

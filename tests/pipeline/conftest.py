@@ -8,13 +8,13 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from appyard.core import controls, uploads
+from appyard.core import controls
 from appyard.core.controls import ProtectionOptions
 from appyard.core.models import Build, ConfigVersion, Platform
 from appyard.core.ports import chunked
 from appyard.runtime import Runtime
 from appyard.worker import Worker
-from tests.conftest import TenantKey
+from tests.conftest import TenantKey, upload_build
 
 
 @dataclass
@@ -58,31 +58,20 @@ def process(
     svc = runtime.services
     if options is not None:
         svc = dataclasses.replace(svc, protection=options)
-    with svc.uow() as uow:
-        ticket = uploads.request(
-            uow,
-            svc.clock,
-            svc.store,
-            svc.policy,
-            tenant.principal,
-            file_name=f"app.{artifact.suffix.lstrip('.')}",
-            platform="android",
-            version=version,
-            file_size=artifact.stat().st_size,
-            signing_key_id=signing_key_id,
-        )
-        uow.commit()
-    key = ticket.build.source_key
-    with open(artifact, "rb") as fh:
-        svc.store.write(key, chunked(fh))
-    with svc.uow() as uow:
-        assert uploads.notice_received(uow, svc.clock, svc.store, key=key)
-        uow.commit()
+    made = upload_build(
+        runtime,
+        tenant,
+        artifact,
+        file_name=f"app.{artifact.suffix.lstrip('.')}",
+        version=version,
+        signing_key_id=signing_key_id,
+        services=svc,
+    )
 
     assert Worker(svc).run_once("test-worker")
 
     with svc.uow() as uow:
-        build = uow.builds.get(ticket.build.id)
+        build = uow.builds.get(made.id)
     assert build is not None
     if build.output_key is None:
         return Processed(build, None)

@@ -34,7 +34,7 @@ import httpx
 import pytest
 from sqlalchemy import Engine, text
 
-from appyard.backends.db.uow import make_engine
+from appyard.backends.db.engine import make_engine
 from tests.backends.services import PrivateRedis, S3Server
 from tests.conftest import (
     APPYARD,
@@ -259,7 +259,7 @@ def test_builds_survive_a_killed_worker_and_a_redis_restart(
                     assert "AndroidManifest.xml" in zf.namelist()
                 [(sha,)] = rows(
                     engine,
-                    "SELECT output_sha256 FROM builds WHERE start_time = :start",
+                    "SELECT output_sha256 FROM builds WHERE number = :start",
                     start=int(result["job_id"]),
                 )
                 assert hashlib.sha256(got.content).hexdigest() == sha

@@ -1,5 +1,6 @@
 """The automation API on the scale-out backends, in process: the client's signed URLs go
-straight to the object store, appyard notices finished uploads by polling and by its sweep,
+straight to the object store, appyard's workers notice finished uploads (a status read never
+does: reads never write),
 stale uploads expire with their parts aborted on the store, and a tenant's concurrency limit
 holds across workers."""
 
@@ -55,7 +56,7 @@ def test_serve_runs_no_jobs_with_the_redis_queue(scaled: Runtime) -> None:
     assert Settings(queue_url=scaled.settings.queue_url, run_worker=True).serve_runs_worker
 
 
-def test_single_upload_goes_to_the_store_and_status_polling_notices_it(
+def test_single_upload_goes_to_the_store_and_a_worker_notices_it(
     scaled_client: TestClient, scaled: Runtime
 ) -> None:
     tenant = make_tenant(scaled)
@@ -66,8 +67,12 @@ def test_single_upload_goes_to_the_store_and_status_polling_notices_it(
     put = httpx.put(ticket["upload_url"], content=RELEASE_APK.read_bytes())
     assert put.status_code == 200 and put.headers["ETag"]
 
+    waiting = status(scaled_client, tenant.key, ticket["job_id"])
+    assert waiting["progress"] == "Waiting for upload"  # a read changes nothing
+    worker = Worker(scaled.services)
+    assert worker.notice() == 1  # what the worker does every couple of seconds on S3
     assert status(scaled_client, tenant.key, ticket["job_id"])["progress"] == "Queued"
-    assert Worker(scaled.services).run_once("w1")
+    assert worker.run_once("w1")
     done = status(scaled_client, tenant.key, ticket["job_id"])
     assert done["status"] == "completed", done
 
@@ -101,6 +106,7 @@ def test_an_object_larger_than_file_size_is_refused_and_removed(
     ticket = request_upload(scaled_client, tenant.key, file_size=100)
     # A presigned PUT cannot cap the body; appyard refuses it when it notices.
     httpx.put(ticket["upload_url"], content=b"x" * 101).raise_for_status()
+    Worker(scaled.services).notice()
     body = status(scaled_client, tenant.key, ticket["job_id"])
     assert body["status"] == "failed" and "file_size" in body["error_message"]
     assert scaled.services.store.stat(ticket["file_path"]) is None
@@ -142,7 +148,7 @@ def test_multipart_parts_go_to_the_store_and_complete_with_its_etags(
     done = status(scaled_client, tenant.key, ticket["job_id"])
     assert done["status"] == "completed", done
     with scaled.services.uow() as uow:
-        build = uow.builds.get_by_start(tenant.tenant_id, int(ticket["job_id"]))
+        build = uow.builds.get_by_number(tenant.tenant_id, int(ticket["job_id"]))
     assert build is not None and build.sha256 == hashlib.sha256(apk.read_bytes()).hexdigest()
 
 
@@ -200,20 +206,21 @@ def test_tenant_concurrency_limit_holds_across_workers(
 
     set_limit(0)  # unlimited while the builds are made
     with svc.uow() as uow:
-        from appyard.core import uploads
+        from appyard.core import builds
 
         for n in range(12):
-            ticket = uploads.request(
+            ticket = builds.request_upload(
                 uow,
                 svc.clock,
                 svc.store,
                 replace(svc.policy, max_size=10**9),
-                tenant.principal,
+                tenant.actor,
                 file_name=f"app-{n}.apk",
                 platform="android",
                 version="dev",
                 file_size=None,
                 signing_key_id="none",
+                source="test",
             )
             for job in uow.jobs.for_build(ticket.build.id):
                 uow.jobs.save(replace(job, state=JobState.QUEUED))
@@ -258,16 +265,16 @@ def test_a_claim_under_way_for_a_tenant_holds_off_other_workers(
     is claiming for the tenant (its transaction open), another takes none of its jobs."""
     if not scaled_settings.effective_database_url.startswith("postgresql"):
         pytest.skip("a claim race needs PostgreSQL (SQLite serializes every writer)")
-    from appyard.core import uploads
+    from appyard.core import builds
 
     tenant = make_tenant(scaled)
     svc = scaled.services
     with svc.uow() as uow:
         for n in range(2):
-            ticket = uploads.request(
-                uow, svc.clock, svc.store, svc.policy, tenant.principal,
+            ticket = builds.request_upload(
+                uow, svc.clock, svc.store, svc.policy, tenant.actor,
                 file_name=f"app-{n}.apk", platform="android", version="dev",
-                file_size=None, signing_key_id="none",
+                file_size=None, signing_key_id="none", source="test",
             )  # fmt: skip
             for job in uow.jobs.for_build(ticket.build.id):
                 uow.jobs.save(replace(job, state=JobState.QUEUED))

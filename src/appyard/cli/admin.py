@@ -18,7 +18,6 @@ from rich.console import Console
 from rich.table import Table
 
 from appyard import errors
-from appyard.api.deps import transaction
 from appyard.cli.common import runtime_from
 from appyard.core import controls, identity, signing_keys, tenants, users, versions
 from appyard.core.crypto import SecretBox
@@ -50,7 +49,7 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document.
 def _run(ctx: typer.Context, fn: Callable[[UnitOfWork, Any], T]) -> T:
     runtime = runtime_from(ctx)
     try:
-        with transaction(runtime.services) as uow:
+        with runtime.services.transaction() as uow:
             return fn(uow, runtime.services.clock)
     except errors.AppyardError as exc:
         err.print(f"[red]error:[/red] {exc.message}")
@@ -331,7 +330,7 @@ def create_user(
     )
 
 
-OPERATOR = Actor(id="operator", kind="user", role=Role.STORE_ADMIN, tenant_id=None)
+OPERATOR = Actor(id="operator", tenant_id=None, role=Role.STORE_ADMIN)
 version_app = typer.Typer(
     help="The store team's actions on versions (as a store admin).", no_args_is_help=True
 )
@@ -624,10 +623,11 @@ def delete_signing_key(
     as_json: JsonFlag = False,
 ) -> None:
     """Delete a key: its material is wiped; queued builds that need it fail, unsigned."""
+    store = runtime_from(ctx).services.store
     key = _run(
         ctx,
         lambda uow, clock: signing_keys.delete(
-            uow, tenant_id=tenants.by_name(uow, name=tenant).id, key_id=key_id
+            uow, store, tenant_id=tenants.by_name(uow, name=tenant).id, key_id=key_id
         ),
     )
     _emit(as_json, _key_body(key), f"deleted signing key {key.name}")

@@ -10,7 +10,6 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from appyard.api.deps import transaction
 from appyard.cli import admin
 from appyard.cli.common import ctx_obj, runtime_from, set_data_dir
 from appyard.core import identity, tenants
@@ -41,7 +40,7 @@ def _bootstrap(ctx: typer.Context) -> None:
     """On a database with no tenant, create 'default' (team plan) and print its first key."""
     runtime = runtime_from(ctx)
     svc = runtime.services
-    with transaction(svc) as uow:
+    with svc.transaction() as uow:
         if uow.tenants.list():
             return
         tenant = tenants.create(uow, svc.clock, name="default", plan=Plan.TEAM)

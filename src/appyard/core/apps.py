@@ -1,25 +1,30 @@
-"""Apps (the management API's "applications"): one record per package name or bundle id in a
-tenant, made when a build of it is first processed.
+"""Apps (a dialect's "application" or "project"): one record per package name or bundle id in
+a tenant, with a slug unique in the tenant.
 
-An app is listed with its newest build; it may be deleted once it is seven days old, unless a
-store version still needs it. Its builds stay in history without it. An app may carry a legacy
-code-signing file per platform (:func:`request_signing_file`), a signing key bound to it that
-``sign_application_build`` re-signs its builds with.
+An app is made by its first processed build, or ahead of any build by name (a project a
+dialect names, ``appyard admin create-app``); then the first build's identifier binds to it
+and a later build with another identifier is refused. An app is listed with its newest build;
+it may be deleted once it is seven days old, unless a store version still needs it. Its builds
+stay in history without it. An app may carry a legacy code-signing file per platform
+(:func:`request_signing_file`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from appyard import errors
-from appyard.core import signing_keys, uploads
+from appyard.core import identity, signing_keys, uploads
 from appyard.core.crypto import SecretBox
 from appyard.core.ids import new_id
-from appyard.core.models import App, Build, Platform, Principal
-from appyard.core.ports import BlobStore, Clock, UnitOfWork
+from appyard.core.models import Actor, App, Build, Platform
+from appyard.core.policy import UploadPolicy
+from appyard.core.ports import BlobStore, Clock, SignedRequest, UnitOfWork
 
 MIN_AGE_TO_DELETE = timedelta(days=7)
+_SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
 class AppNotFound(errors.NotFound):
@@ -40,10 +45,34 @@ class AppHasVersions(errors.Conflict):
     code = "app.has_versions"
 
 
+class AppIdentifierMismatch(errors.InvalidArtifact):
+    """The build is of another app than the one it was uploaded to."""
+
+    code = "app.identifier_mismatch"
+
+
 @dataclass(frozen=True)
 class AppSummary:
     app: App
     latest: Build | None  # the newest build of the app
+
+
+def check_slug(slug: str) -> str:
+    if not _SLUG.match(slug):
+        raise errors.InvalidField(
+            "An app's name is 1-100 characters of letters, digits, '.', '_' or '-', starting "
+            "with a letter or digit.",
+            field="slug",
+        )
+    return slug
+
+
+def _free_slug(uow: UnitOfWork, tenant_id: str, wanted: str, platform: Platform) -> str:
+    base = re.sub(r"[^A-Za-z0-9._-]", "-", wanted)[:90] or "app"
+    for slug in (base, f"{base}-{platform.value}"):
+        if uow.apps.get_by_slug(tenant_id, slug) is None:
+            return slug
+    return f"{base}-{new_id('x')[2:]}"
 
 
 def find_or_create(
@@ -63,6 +92,7 @@ def find_or_create(
         identifier=identifier,
         name=identifier,
         created_at=clock.now(),
+        slug=_free_slug(uow, tenant_id, identifier, platform),
     )
     try:
         uow.apps.add(app)
@@ -74,22 +104,72 @@ def find_or_create(
     return app
 
 
-def list_apps(uow: UnitOfWork, principal: Principal) -> list[AppSummary]:
+def named(
+    uow: UnitOfWork, clock: Clock, *, tenant_id: str, slug: str, create: bool, name: str = ""
+) -> App:
+    """The tenant's app called ``slug``; made (with no identifier yet) when ``create``."""
+    check_slug(slug)
+    app = uow.apps.get_by_slug(tenant_id, slug)
+    if app is not None:
+        return app
+    if not create:
+        raise AppNotFound(f"No application {slug!r}.")
+    app = App(
+        id=new_id("app"),
+        tenant_id=tenant_id,
+        platform=None,
+        identifier=None,
+        name=name.strip() or slug,
+        created_at=clock.now(),
+        slug=slug,
+    )
+    try:
+        uow.apps.add(app)
+    except errors.Conflict:  # made at the same moment by another request
+        found = uow.apps.get_by_slug(tenant_id, slug)
+        if found is None:
+            raise
+        return found
+    return app
+
+
+def bind(uow: UnitOfWork, app: App, *, platform: Platform, identifier: str) -> App:
+    """The app's first build names what it is; a later build of another app is refused."""
+    if app.identifier is None:
+        other = uow.apps.find(app.tenant_id, platform, identifier)
+        if other is not None and other.id != app.id:
+            raise AppIdentifierMismatch(
+                f"{identifier} already belongs to the app {other.slug!r} of this tenant; "
+                f"upload it there, not to {app.slug!r}."
+            )
+        bound = replace(app, platform=platform, identifier=identifier)
+        uow.apps.save(bound)
+        return bound
+    if app.identifier != identifier or (app.platform is not None and app.platform is not platform):
+        raise AppIdentifierMismatch(
+            f"The build is {identifier} ({platform.value}), but {app.slug!r} is "
+            f"{app.identifier} ({app.platform.value if app.platform else 'unbound'})."
+        )
+    return app
+
+
+def list_apps(uow: UnitOfWork, actor: Actor) -> list[AppSummary]:
     return [
         AppSummary(app=app, latest=uow.builds.latest_for_app(app.id))
-        for app in uow.apps.list(principal.tenant_id)
+        for app in uow.apps.list(actor.tenant)
     ]
 
 
-def get(uow: UnitOfWork, principal: Principal, *, app_id: str) -> App:
+def get(uow: UnitOfWork, actor: Actor, *, app_id: str) -> App:
     app = uow.apps.get(app_id)
-    if app is None or app.tenant_id != principal.tenant_id:
+    if app is None or app.tenant_id != actor.tenant:
         raise AppNotFound(f"No application {app_id!r}.")
     return app
 
 
-def delete(uow: UnitOfWork, clock: Clock, principal: Principal, *, app_id: str) -> None:
-    app = get(uow, principal, app_id=app_id)
+def delete(uow: UnitOfWork, clock: Clock, store: BlobStore, actor: Actor, *, app_id: str) -> None:
+    identity.require_scope(actor, identity.SCOPE_BUILDS, label="Builds")
+    app = get(uow, actor, app_id=app_id)
     age = clock.now() - app.created_at
     if age < MIN_AGE_TO_DELETE:
         days = max(1, (MIN_AGE_TO_DELETE - age).days + 1)
@@ -101,7 +181,7 @@ def delete(uow: UnitOfWork, clock: Clock, principal: Principal, *, app_id: str) 
         raise AppHasVersions(
             "The application has store versions; withdraw them through the store instead."
         )
-    signing_keys.forget_app(uow, tenant_id=app.tenant_id, app_id=app.id)
+    signing_keys.forget_app(uow, store, tenant_id=app.tenant_id, app_id=app.id)
     uow.builds.detach_app(app.id)
     uow.apps.delete(app.id)
 
@@ -111,32 +191,34 @@ def request_signing_file(
     clock: Clock,
     box: SecretBox,
     store: BlobStore,
-    principal: Principal,
+    policy: UploadPolicy,
+    actor: Actor,
     *,
     app_id: str,
     platform: str,
     password: str,
     alias: str | None,
     file_name: str | None,
-    url_ttl: int,
-) -> str:
-    """A pending signing file for the app (legacy management API); returns the URL to PUT it
-    to. It replaces the app's earlier file for the platform once it opens."""
-    app = get(uow, principal, app_id=app_id)
+) -> SignedRequest:
+    """A pending signing file for the app; returns the signed request to PUT it with. It
+    replaces the app's earlier file for the platform once it opens."""
+    signing_keys.managing(uow, actor, write=True)
+    app = get(uow, actor, app_id=app_id)
     plat = uploads.parse_platform(platform)
-    if plat is not app.platform:
+    if app.platform is not None and plat is not app.platform:
         raise errors.InvalidField(
             f"Application {app.id} is a {app.platform.value} application, not {plat.value}.",
             field="platform",
         )
     if not password:
         raise errors.InvalidField("password is required.", field="password")
-    _, url = signing_keys.request_upload(
+    _, request = signing_keys.request_upload(
         uow,
         clock,
         box,
         store,
-        tenant_id=principal.tenant_id,
+        policy,
+        actor,
         name=f"{app.name[:200]} signing file",
         platform=plat,
         file_name=file_name,
@@ -144,8 +226,6 @@ def request_signing_file(
         alias=alias,
         file_size=None,
         make_default=False,
-        created_by=principal.token_id,
-        url_ttl=url_ttl,
         app_id=app.id,
     )
-    return url
+    return request

@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import logging
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from appyard.core import outbox
 from appyard.core.controls import ProtectionOptions
 from appyard.core.crypto import SecretBox
-from appyard.core.ports import BlobStore, Clock, JobQueue, SystemClock, UnitOfWorkFactory
-from appyard.core.uploads import UploadPolicy
+from appyard.core.policy import UploadPolicy
+from appyard.core.ports import (
+    BlobStore,
+    Clock,
+    JobQueue,
+    SystemClock,
+    UnitOfWork,
+    UnitOfWorkFactory,
+)
+
+log = logging.getLogger("appyard.core")
 
 
 @dataclass(frozen=True)
@@ -30,3 +43,23 @@ class Services:
         if self.box is None:
             raise RuntimeError("This appyard was started without a master key.")
         return self.box
+
+    @contextmanager
+    def transaction(self) -> Iterator[UnitOfWork]:
+        """One unit of work that commits when the block ends without an error; then what it
+        wrote to the outbox (wake-ups, events) is delivered."""
+        with self.uow() as uow:
+            yield uow
+            uow.commit()
+            written = uow.outbox.written
+        if written:
+            self.relay()
+
+    def relay(self) -> int:
+        """Deliver the outbox now. A failure is logged, not raised: the cause is committed,
+        and the workers' periodic relay delivers it later."""
+        try:
+            return outbox.relay(self.uow, self.clock, self.queue)
+        except Exception:
+            log.exception("outbox.relay_failed")
+            return 0

@@ -1,37 +1,55 @@
-"""Tokens and authentication: one identity model under every credential format.
+"""Tokens, sessions and authentication: one identity model under every credential format.
 
-A dialect's credential extractor turns its header into a :class:`Credential`; this module
-turns that into a :class:`Principal` or raises. Secrets are stored as SHA-256 hashes; the raw
-value exists only in the return value of :func:`create_token`.
+A dialect's credential extractor turns its header into a :class:`Credential` (a token of the
+kind that dialect speaks, or a portal session); :func:`authenticate` turns any of them into
+the :class:`~appyard.core.models.Actor` that core's rules see, or raises. Who may do what is
+decided in core (:func:`require_scope`, the services' own checks), never in routes. Secrets are
+stored as SHA-256 hashes; the raw value exists only in the return value of
+:func:`create_token`.
 """
 
 from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from datetime import timedelta
 
 from appyard import errors
-from appyard.core import tenants
+from appyard.core import tenants, users
 from appyard.core.ids import hash_secret, new_secret, secret_matches
-from appyard.core.models import Principal, Token, TokenKind
+from appyard.core.models import Actor, Role, Token, TokenKind
 from appyard.core.ports import Clock, UnitOfWork
 
+TOUCH_EVERY = timedelta(minutes=1)
 _PREFIX = {
     TokenKind.AUTOMATION: "ak",
     TokenKind.CI: "ci",
     TokenKind.MANAGEMENT: "mt",
     TokenKind.APP: "at",
     TokenKind.SERVICE_ACCOUNT: "sa",
+    TokenKind.CONTEXT: "uc",
 }
 
 
 @dataclass(frozen=True)
 class Credential:
-    """A credential as presented: its kind, the key id and the secret."""
+    """A token as presented: the kinds it may be (the dialect's), its key id and secret, and
+    the tenant it names where the format carries one (the management API's header)."""
 
-    kind: TokenKind
+    kinds: tuple[TokenKind, ...]
     key_id: str
     secret: str
+    tenant: str | None = None
+
+
+@dataclass(frozen=True)
+class SessionCredential:
+    """A portal session: its cookie, or its token sent as a bearer."""
+
+    token: str
+
+
+AnyCredential = Credential | SessionCredential
 
 
 @dataclass(frozen=True)
@@ -77,11 +95,15 @@ def create_token(
     return IssuedToken(token=token, raw=raw_value(kind, key_id, secret))
 
 
-def authenticate(uow: UnitOfWork, clock: Clock, credential: Credential) -> Principal:
+def authenticate(uow: UnitOfWork, clock: Clock, credential: AnyCredential) -> Actor:
+    """The actor behind any credential: a token of one of the presented kinds (of the tenant
+    it names, when it names one), or a live portal session."""
+    if isinstance(credential, SessionCredential):
+        return users.from_session(uow, clock, token=credential.token)
     token = uow.tokens.get(credential.key_id)
     if (
         token is None
-        or token.kind is not credential.kind
+        or token.kind not in credential.kinds
         or not secret_matches(credential.secret, token.secret_hash)
     ):
         raise errors.InvalidCredential("Invalid API key.")
@@ -94,10 +116,39 @@ def authenticate(uow: UnitOfWork, clock: Clock, credential: Credential) -> Princ
         raise errors.PlanNotAllowed(
             f"The Automation API is not available on the {tenant.plan.value} plan."
         )
-    uow.tokens.touch(token.id, clock.now())
-    return Principal(
-        tenant_id=token.tenant_id, token_id=token.id, kind=token.kind, scopes=token.scopes
-    )
+    if credential.tenant is not None:
+        named = credential.tenant.strip()
+        if not named:
+            raise errors.InvalidCredential("Missing tenant header: send tenant: <tenant id>.")
+        if named not in (tenant.id, tenant.name):
+            raise errors.WrongTenant("The tenant header does not name this API key's tenant.")
+    now = clock.now()
+    if token.last_used_at is None or now - token.last_used_at > TOUCH_EVERY:
+        uow.tokens.touch(token.id, now)  # at most once a minute: reads stay reads
+    return Actor(id=token.id, tenant_id=token.tenant_id, token_kind=token.kind, scopes=token.scopes)
+
+
+def member_tokens(uow: UnitOfWork, actor: Actor, *, kind: TokenKind) -> list[Token]:
+    """The tokens of ``kind`` of the actor's tenant, for a member of it (a token may list
+    its tenant's CI tokens too)."""
+    return uow.tokens.list(actor.tenant, kind)
+
+
+def issue_member_token(
+    uow: UnitOfWork, clock: Clock, actor: Actor, *, kind: TokenKind, name: str = ""
+) -> IssuedToken:
+    """A signed-in member of a tenant makes a token for it (shown once)."""
+    if not actor.is_user or actor.role is not Role.DEVELOPER:
+        raise errors.Forbidden(f"Creating {kind.value} tokens needs a signed-in tenant member.")
+    return create_token(uow, clock, tenant_id=actor.tenant, kind=kind, name=name[:200])
+
+
+def revoke_member_token(uow: UnitOfWork, actor: Actor, *, kind: TokenKind, token_id: str) -> Token:
+    """Revoke one of the tenant's tokens of ``kind`` (another tenant's is not found)."""
+    token = uow.tokens.get(token_id)
+    if token is None or token.kind is not kind or token.tenant_id != actor.tenant:
+        raise errors.TokenNotFound(f"No {kind.value} token {token_id!r}.")
+    return disable_token(uow, token_id=token_id, tenant_id=actor.tenant)
 
 
 def disable_token(uow: UnitOfWork, *, token_id: str, tenant_id: str | None = None) -> Token:
@@ -114,15 +165,16 @@ def list_tokens(uow: UnitOfWork, *, tenant_id: str, kind: TokenKind | None = Non
     return uow.tokens.list(tenant_id, kind)
 
 
-def parse_key_pair(kind: TokenKind, raw: str) -> Credential | None:
-    """``key_id:key_secret`` -> Credential, or None when it is not of that shape."""
+def parse_key_pair(raw: str, *kinds: TokenKind, tenant: str | None = None) -> Credential | None:
+    """``key_id:key_secret`` -> Credential for those kinds, or None when it is not of that
+    shape."""
     key_id, sep, secret = raw.strip().partition(":")
     if not sep or not key_id or not secret:
         return None
-    return Credential(kind=kind, key_id=key_id, secret=secret)
+    return Credential(kinds=kinds, key_id=key_id, secret=secret, tenant=tenant)
 
 
-# --- scopes, and the management API's tenant header ---------------------------------------------
+# --- permissions ----------------------------------------------------------------------------------
 
 SCOPE_BUILDS = "builds"  # the management API's "Builds" permission: uploads, deletions, signing
 SCOPE_READ = "read"  # names a read-only token (any scope list without "builds" is read-only)
@@ -135,11 +187,19 @@ class MissingPermission(errors.Forbidden):
     code = "auth.missing_permission"
 
 
-def require_scope(principal: Principal, scope: str, *, label: str) -> None:
+def require_scope(actor: Actor, scope: str, *, label: str) -> None:
     """A token without scopes may do everything (what ``create-key`` makes); a token with
-    scopes may do only what they name."""
-    if principal.scopes and scope not in principal.scopes:
+    scopes may do only what they name. People are governed by their role instead."""
+    if actor.scopes and scope not in actor.scopes:
         raise MissingPermission(f"This API key lacks the {label} permission.", scope=scope)
+
+
+def require_token(actor: Actor, *kinds: TokenKind, action: str) -> None:
+    """Refuse an actor that is not a token of one of ``kinds`` (e.g. uploads need a CI
+    token on the store API)."""
+    if actor.token_kind not in kinds:
+        names = " or ".join(k.value for k in kinds)
+        raise errors.Forbidden(f"{action[:1].upper()}{action[1:]} needs a {names} token.")
 
 
 def set_scopes(
@@ -159,19 +219,3 @@ def set_scopes(
     updated = uow.tokens.get(token_id)
     assert updated is not None
     return updated
-
-
-def authenticate_in_tenant(
-    uow: UnitOfWork, clock: Clock, credential: Credential, *, tenant: str
-) -> Principal:
-    """Authenticate a credential that also names its tenant (the management API's ``tenant``
-    header: the tenant's id, or its name). A tenant other than the token's is refused."""
-    named = tenant.strip()
-    if not named:
-        raise errors.InvalidCredential("Missing tenant header: send tenant: <tenant id>.")
-    principal = authenticate(uow, clock, credential)
-    if named != principal.tenant_id:
-        own = uow.tenants.get(principal.tenant_id)
-        if own is None or named != own.name:
-            raise errors.WrongTenant("The tenant header does not name this API key's tenant.")
-    return principal

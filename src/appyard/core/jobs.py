@@ -1,7 +1,10 @@
-"""Jobs: the database holds the truth (state, attempts, lease); the queue only wakes workers.
+"""Jobs: the database holds the truth (kind, state, attempts, lease); the queue only wakes
+workers.
 
-A worker claims a job atomically (queued, or running with an expired lease), renews the lease
-while it works, records progress on the build, and finishes with success or failure. A job
+A job is created in one place (:func:`create`), in the transaction of its cause, with a
+wake-up in the outbox when it is ready to run. Its ``kind`` names the handler that runs it
+(the worker looks it up by name). A worker claims a job atomically (queued, or running with an
+expired lease), renews the lease while it works, and finishes with success or failure. A job
 whose worker died is claimed again once its lease expires; after ``MAX_ATTEMPTS`` claims it
 fails with a message instead of looping forever.
 """
@@ -12,34 +15,108 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
-from appyard.core import tenants
+from appyard.core import outbox, tenants
+from appyard.core.ids import new_id
 from appyard.core.models import Build, BuildStatus, Finding, Job, JobState, Stage
 from appyard.core.ports import Clock, UnitOfWork
 
 MAX_ATTEMPTS = 3
+
+# The job kinds core creates; each has a handler of that name (pipeline/handlers.py).
+PROCESS_BUILD = "build.process"  # inspect, check, protect, sign, store the output
+INSPECT_BUILD = "build.inspect"  # inspect and check only; the input is the output
+VALIDATE_VERSION = "version.validate"  # a store version's validation run
+
+
+def create(
+    uow: UnitOfWork,
+    clock: Clock,
+    *,
+    tenant_id: str,
+    kind: str,
+    build_id: str | None = None,
+    waiting: bool = False,
+    payload: dict[str, Any] | None = None,
+) -> Job:
+    """A new job; ``waiting`` until its input arrives (:func:`release`), else queued now."""
+    now = clock.now()
+    job = Job(
+        id=new_id("jb"),
+        tenant_id=tenant_id,
+        build_id=build_id,
+        kind=kind,
+        state=JobState.WAITING if waiting else JobState.QUEUED,
+        attempts=0,
+        created_at=now,
+        updated_at=now,
+        payload=payload or {},
+    )
+    uow.jobs.add(job)
+    if not waiting:
+        outbox.wake(uow, clock, job_id=job.id, kind=kind, tenant_id=tenant_id)
+    return job
+
+
+def release(uow: UnitOfWork, clock: Clock, *, build_id: str) -> list[Job]:
+    """Queue the build's jobs that were waiting for its input."""
+    released = []
+    for job in uow.jobs.for_build(build_id):
+        if job.state is JobState.WAITING:
+            queued = replace(job, state=JobState.QUEUED, updated_at=clock.now())
+            uow.jobs.save(queued)
+            outbox.wake(uow, clock, job_id=job.id, kind=job.kind, tenant_id=job.tenant_id)
+            released.append(queued)
+    return released
+
+
+def abandon(uow: UnitOfWork, clock: Clock, *, build_id: str) -> None:
+    """Fail the build's unfinished jobs (waiting, queued or running) without a worker."""
+    for job in uow.jobs.for_build(build_id):
+        if job.state in (JobState.WAITING, JobState.QUEUED, JobState.RUNNING):
+            uow.jobs.save(
+                replace(
+                    job,
+                    state=JobState.FAILED,
+                    lease_owner=None,
+                    lease_until=None,
+                    updated_at=clock.now(),
+                )
+            )
+
+
+def cancel_waiting(uow: UnitOfWork, clock: Clock, *, build_id: str) -> None:
+    for job in uow.jobs.for_build(build_id):
+        if job.state is JobState.WAITING:
+            uow.jobs.save(replace(job, state=JobState.CANCELLED, updated_at=clock.now()))
 
 
 def claim(uow: UnitOfWork, clock: Clock, *, owner: str, lease_seconds: int) -> Job | None:
     """Take the oldest claimable job whose tenant is under its concurrency limit."""
     now = clock.now()
     until = now + timedelta(seconds=lease_seconds)
-    for job in uow.jobs.claimable(now, 20):
-        if job.attempts >= MAX_ATTEMPTS:
-            _give_up(uow, clock, job)
-            continue
-        tenant = uow.tenants.get(job.tenant_id)
-        limit = tenants.limits(tenant).concurrent_builds if tenant else None
-        if limit is not None:
+    for spent in uow.jobs.exhausted(now, MAX_ATTEMPTS, 20):
+        _give_up(uow, clock, spent)
+    full: set[str] = set()
+    for _ in range(20):
+        with uow.savepoint() as point:
+            job = uow.jobs.claim_next(
+                owner, now, until, max_attempts=MAX_ATTEMPTS, skip_tenants=frozenset(full)
+            )
+            if job is None:
+                return None
+            tenant = uow.tenants.get(job.tenant_id)
+            limit = tenants.limits(tenant).concurrent_builds if tenant else None
+            if limit is None or job.build_id is None:
+                return job
             # Held until the caller commits: the count and the claim are one step for this
-            # tenant across every worker (another claimer holding it: try the next job).
-            if not uow.jobs.lock_tenant(job.tenant_id):
-                continue
-            if uow.jobs.count_running(job.tenant_id, now) >= limit:
-                continue
-        if uow.jobs.try_claim(job, owner, now, until):
-            claimed = uow.jobs.get(job.id)
-            assert claimed is not None
-            return claimed
+            # tenant across every worker (another claimer holding it: try another tenant).
+            if (
+                uow.jobs.lock_tenant(job.tenant_id)
+                and uow.jobs.count_running(job.tenant_id, now, but=job.id) < limit
+            ):
+                return job
+            point.rollback()
+            full.add(job.tenant_id)
     return None
 
 
@@ -48,16 +125,16 @@ def _give_up(uow: UnitOfWork, clock: Clock, job: Job) -> None:
     uow.jobs.save(
         replace(job, state=JobState.FAILED, lease_owner=None, lease_until=None, updated_at=now)
     )
+    if job.build_id is None:
+        return
     build = uow.builds.get(job.build_id)
     if build is not None and build.status is BuildStatus.PROCESSING:
-        uow.builds.save(
-            replace(
-                build,
-                status=BuildStatus.FAILED,
-                progress=Stage.DONE,
-                updated_at=now,
-                error_message=f"Processing was interrupted {job.attempts} times; giving up.",
-            )
+        finished(
+            uow,
+            clock,
+            build,
+            status=BuildStatus.FAILED,
+            error_message=f"Processing was interrupted {job.attempts} times; giving up.",
         )
 
 
@@ -85,20 +162,38 @@ def record_findings(uow: UnitOfWork, *, build_id: str, findings: list[Finding]) 
     uow.findings.replace(build_id, findings)
 
 
+def finished(
+    uow: UnitOfWork, clock: Clock, build: Build, *, status: BuildStatus, **fields: Any
+) -> Build:
+    """The build ends ``completed`` or ``failed``, with its event (build.processed or
+    build.failed) in the same transaction."""
+    updated = update_build(
+        uow, clock, build_id=build.id, status=status, progress=Stage.DONE, **fields
+    )
+    topic = "build.processed" if status is BuildStatus.COMPLETED else "build.failed"
+    outbox.emit(
+        uow,
+        clock,
+        topic,
+        tenant_id=build.tenant_id,
+        subject_id=build.id,
+        number=build.number,
+        app_id=updated.app_id,
+        error_message=updated.error_message,
+    )
+    return updated
+
+
 def succeed(uow: UnitOfWork, clock: Clock, *, job: Job, **build_fields: Any) -> None:
     now = clock.now()
     uow.jobs.save(
         replace(job, state=JobState.SUCCEEDED, lease_owner=None, lease_until=None, updated_at=now)
     )
-    update_build(
-        uow,
-        clock,
-        build_id=job.build_id,
-        status=BuildStatus.COMPLETED,
-        progress=Stage.DONE,
-        error_message=None,
-        **build_fields,
-    )
+    if job.build_id is None:
+        return
+    build = uow.builds.get(job.build_id)
+    assert build is not None
+    finished(uow, clock, build, status=BuildStatus.COMPLETED, error_message=None, **build_fields)
 
 
 def fail(uow: UnitOfWork, clock: Clock, *, job: Job, message: str) -> None:
@@ -106,11 +201,8 @@ def fail(uow: UnitOfWork, clock: Clock, *, job: Job, message: str) -> None:
     uow.jobs.save(
         replace(job, state=JobState.FAILED, lease_owner=None, lease_until=None, updated_at=now)
     )
-    update_build(
-        uow,
-        clock,
-        build_id=job.build_id,
-        status=BuildStatus.FAILED,
-        progress=Stage.DONE,
-        error_message=message,
-    )
+    if job.build_id is None:
+        return
+    build = uow.builds.get(job.build_id)
+    assert build is not None
+    finished(uow, clock, build, status=BuildStatus.FAILED, error_message=message)

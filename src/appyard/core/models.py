@@ -38,13 +38,22 @@ class TokenKind(enum.StrEnum):
     MANAGEMENT = "management"
     APP = "app"
     SERVICE_ACCOUNT = "service-account"
+    CONTEXT = "context"  # the upload-context API's bearer token
 
 
 class UploadState(enum.StrEnum):
     PENDING = "pending"  # waiting for bytes
-    RECEIVED = "received"  # the whole object is in storage
-    ABORTED = "aborted"
-    EXPIRED = "expired"
+    RECEIVED = "received"  # the whole object reached storage and was handed to its purpose
+    ABORTED = "aborted"  # the client (or a deletion) cancelled it
+    EXPIRED = "expired"  # the bytes did not arrive in time
+    REFUSED = "refused"  # the bytes arrived but broke the upload's rules (size); removed
+
+
+class UploadPurpose(enum.StrEnum):
+    """What an upload's bytes are for; arrivals dispatch on it (core/arrivals.py)."""
+
+    BUILD = "build"  # a build's input artifact (subject: the build)
+    SIGNING_KEY = "signing_key"  # a keystore file, sealed on arrival (subject: the key)
 
 
 class BuildStatus(enum.StrEnum):
@@ -74,6 +83,12 @@ class Stage(enum.StrEnum):
     SIGNING = "Signing"
     UPLOADING = "Uploading output"
     DONE = "Done"
+
+
+class Role(enum.StrEnum):
+    STORE_ADMIN = "store-admin"  # runs the store: releases, withdrawals, issues, everything
+    STORE_REVIEWER = "store-reviewer"  # approves or rejects versions in review
+    DEVELOPER = "developer"  # a member of one tenant: uploads, submits, manages CI tokens
 
 
 class Severity(enum.StrEnum):
@@ -122,23 +137,49 @@ class Token:
 
 
 @dataclass(frozen=True)
-class Principal:
-    """Who is calling: the result of authenticating any credential format."""
+class Actor:
+    """Who performs an action, whatever the credential: the one subject of core's rules.
 
-    tenant_id: str
-    token_id: str
-    kind: TokenKind
-    scopes: tuple[str, ...]
+    A token (any kind: automation key, CI token, management token, ...) acts for its tenant
+    with its scopes; a person signed in to the portal acts with a role (tenant members are
+    developers, store staff belong to no tenant). Made by :func:`appyard.core.identity.
+    authenticate` from any dialect's credential or a portal session.
+    """
+
+    id: str  # the token id, or the user id
+    tenant_id: str | None
+    token_kind: TokenKind | None = None  # None: a person with a portal session
+    role: Role = Role.DEVELOPER
+    scopes: tuple[str, ...] = ()
+    app_id: str | None = None  # a token bound to one app acts on that app only
+
+    @property
+    def kind(self) -> str:
+        return "user" if self.token_kind is None else "token"
+
+    @property
+    def is_user(self) -> bool:
+        return self.token_kind is None
+
+    @property
+    def tenant(self) -> str:
+        """The actor's tenant; store staff have none, so tenant-scoped work is refused."""
+        if self.tenant_id is None:
+            from appyard.errors import Forbidden
+
+            raise Forbidden("Store staff belong to no tenant; sign in as a tenant member.")
+        return self.tenant_id
 
 
 @dataclass(frozen=True)
 class App:
     id: str
     tenant_id: str
-    platform: Platform
-    identifier: str  # package name or bundle id
+    platform: Platform | None  # None until its first build binds it
+    identifier: str | None  # package name or bundle id; None until its first build binds it
     name: str
     created_at: datetime
+    slug: str = ""  # unique in the tenant: how dialects name it (project, application id)
 
 
 @dataclass(frozen=True)
@@ -150,9 +191,13 @@ class Part:
 
 @dataclass(frozen=True)
 class Upload:
+    """How one object's bytes arrive: a signed PUT, signed multipart parts, or a form post
+    spooled to disk. ``purpose`` says what they are for; ``subject_id`` names it."""
+
     id: str
     tenant_id: str
-    build_id: str
+    purpose: UploadPurpose
+    subject_id: str  # the build (purpose build) or signing key (purpose signing_key)
     key: str  # object key in storage, tenant-scoped
     file_name: str
     declared_size: int | None
@@ -164,13 +209,16 @@ class Upload:
     created_at: datetime
     expires_at: datetime
     size: int | None = None
+    max_size: int | None = None  # the most bytes the upload may hold
+    sha256: str | None = None
+    reason: str | None = None  # why it was aborted, expired or refused
 
 
 @dataclass(frozen=True)
 class Build:
     id: str
     tenant_id: str
-    start_time: int  # unique per tenant: the vendors' job id (automation job_id, start_time)
+    number: int  # unique and increasing in the tenant; dialects show it as their build id
     platform: Platform
     config_version: ConfigVersion
     file_name: str
@@ -193,21 +241,37 @@ class Build:
     signed: bool = False
     signing_error_message: str | None = None
     facts: dict[str, Any] | None = None
-    deleted: bool = False  # management API: output removed, the row kept in history
+    deleted: bool = False  # input and output removed; the row stays in history
+    source: str = ""  # how it arrived: the dialect (automation, store-ci, upload-context, ...)
+    meta: dict[str, Any] = field(default_factory=dict)  # what the client said (name, commit, ...)
 
 
 @dataclass(frozen=True)
 class Job:
     id: str
     tenant_id: str
-    build_id: str
-    kind: str  # stable dotted string, e.g. "build.process"
+    build_id: str | None  # the build it works on; None for jobs of other kinds (mail, ...)
+    kind: str  # stable dotted string, e.g. "build.process"; the worker's handler by name
     state: JobState
     attempts: int
     created_at: datetime
     updated_at: datetime
     lease_owner: str | None = None
     lease_until: datetime | None = None
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Event:
+    """A domain event, written in the transaction of its cause and delivered after commit
+    (the outbox): build.uploaded, build.processed, build.failed, version.submitted, ..."""
+
+    topic: str
+    tenant_id: str | None
+    subject_id: str
+    at: datetime
+    data: dict[str, Any] = field(default_factory=dict)
+    id: int | None = None  # given by the outbox
 
 
 @dataclass(frozen=True)
@@ -225,12 +289,6 @@ class ControlSetting:
 
 
 # --- the store's release model ---------------------------------------------------------------
-
-
-class Role(enum.StrEnum):
-    STORE_ADMIN = "store-admin"  # runs the store: releases, withdrawals, issues, everything
-    STORE_REVIEWER = "store-reviewer"  # approves or rejects versions in review
-    DEVELOPER = "developer"  # a member of one tenant: uploads, submits, manages CI tokens
 
 
 class VersionStatus(enum.StrEnum):
@@ -264,16 +322,6 @@ class User:
     created_at: datetime
     tenant_id: str | None = None  # developers belong to one tenant; store staff to none
     disabled: bool = False
-
-
-@dataclass(frozen=True)
-class Actor:
-    """Who performs an action: a signed-in user, or a token (CI)."""
-
-    id: str  # user id or token id
-    kind: str  # "user" | "token"
-    role: Role
-    tenant_id: str | None
 
 
 @dataclass(frozen=True)

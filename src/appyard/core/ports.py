@@ -1,7 +1,8 @@
 """The Protocols core depends on; each backend implements one. Core imports none of them.
 
 * :class:`UnitOfWork`: one database transaction with repositories (backends/db).
-* :class:`BlobStore`: object storage with signed URLs (backends/storage: local, s3).
+* :class:`BlobStore`: object storage that hands out signed requests (backends/storage: local,
+  s3).
 * :class:`JobQueue`: how workers hear about work (backends/queue: embedded, redis). The
   database holds the truth about every job; the queue only wakes workers.
 * :class:`Clock`: time, so tests never sleep.
@@ -9,18 +10,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from appyard.core.models import (
     App,
     Build,
     ConfigVersion,
     ControlSetting,
+    Event,
     Finding,
     Job,
     LimitOverrides,
@@ -74,7 +76,9 @@ class TokenRepo(Protocol):
 class AppRepo(Protocol):
     def add(self, app: App) -> None: ...
     def get(self, app_id: str) -> App | None: ...
+    def get_by_slug(self, tenant_id: str, slug: str) -> App | None: ...
     def find(self, tenant_id: str, platform: Platform, identifier: str) -> App | None: ...
+    def save(self, app: App) -> None: ...
     def list(self, tenant_id: str) -> list[App]: ...
     def delete(self, app_id: str) -> None: ...
 
@@ -82,8 +86,8 @@ class AppRepo(Protocol):
 class BuildRepo(Protocol):
     def add(self, build: Build) -> None: ...
     def get(self, build_id: str) -> Build | None: ...
-    def get_by_start(self, tenant_id: str, start_time: int) -> Build | None: ...
-    def last_start(self, tenant_id: str) -> int | None: ...
+    def get_by_number(self, tenant_id: str, number: int) -> Build | None: ...
+    def last_number(self, tenant_id: str) -> int | None: ...
     def save(self, build: Build) -> None: ...
     def count_processing(self, tenant_id: str) -> int: ...
     def count_since(
@@ -92,11 +96,15 @@ class BuildRepo(Protocol):
     def list_for_version(
         self, tenant_id: str, version: ConfigVersion, offset: int, limit: int
     ) -> list[Build]:
-        """One page of a configuration version's builds, newest (highest start_time) first."""
+        """One page of a configuration version's builds, newest (highest number) first."""
         ...
 
     def count_for_version(self, tenant_id: str, version: ConfigVersion) -> int: ...
     def list_processing(self, tenant_id: str, version: ConfigVersion) -> list[Build]: ...
+    def stalled(self, before: datetime, limit: int) -> list[Build]:
+        """Processing builds (any tenant) not updated since ``before``, oldest first."""
+        ...
+
     def latest_for_app(self, app_id: str) -> Build | None: ...
     def detach_app(self, app_id: str) -> None:
         """Forget ``app_id`` on its builds (they stay in history)."""
@@ -107,11 +115,19 @@ class UploadRepo(Protocol):
     def add(self, upload: Upload) -> None: ...
     def get(self, upload_id: str) -> Upload | None: ...
     def get_by_key(self, key: str) -> Upload | None: ...
-    def get_for_build(self, build_id: str) -> Upload | None: ...
+    def get_for_subject(self, subject_id: str) -> Upload | None: ...
     def save(self, upload: Upload) -> None: ...
-    def leave_pending(self, upload_id: str, state: UploadState, size: int | None) -> bool:
+    def leave_pending(
+        self,
+        upload_id: str,
+        state: UploadState,
+        *,
+        size: int | None = None,
+        sha256: str | None = None,
+        reason: str | None = None,
+    ) -> bool:
         """Atomically move a still-pending upload to ``state``; False when another request
-        (a status poll, a sweep on another machine) already moved it."""
+        (the store's report, a sweep on another machine) already moved it."""
         ...
 
     def list_pending(
@@ -126,13 +142,26 @@ class JobRepo(Protocol):
     def get(self, job_id: str) -> Job | None: ...
     def for_build(self, build_id: str) -> list[Job]: ...
     def save(self, job: Job) -> None: ...
-    def claimable(self, now: datetime, limit: int) -> list[Job]: ...
-    def try_claim(self, job: Job, owner: str, now: datetime, until: datetime) -> bool:
-        """Atomically take ``job`` if it is still queued or its lease has expired."""
+    def claim_next(
+        self,
+        owner: str,
+        now: datetime,
+        until: datetime,
+        *,
+        max_attempts: int,
+        skip_tenants: frozenset[str] = frozenset(),
+    ) -> Job | None:
+        """Take the oldest claimable job (queued, or running with an expired lease) with fewer
+        than ``max_attempts`` claims, of a tenant not in ``skip_tenants``, in one statement
+        (PostgreSQL: ``FOR UPDATE SKIP LOCKED``; SQLite: its writers are serialized)."""
+        ...
+
+    def exhausted(self, now: datetime, max_attempts: int, limit: int) -> list[Job]:
+        """Claimable jobs that were claimed ``max_attempts`` times already."""
         ...
 
     def renew(self, job_id: str, owner: str, until: datetime) -> bool: ...
-    def count_running(self, tenant_id: str, now: datetime) -> int: ...
+    def count_running(self, tenant_id: str, now: datetime, *, but: str = "") -> int: ...
     def lock_tenant(self, tenant_id: str) -> bool:
         """Serialize job claims of one tenant until the transaction ends (so its concurrency
         limit holds across workers on many machines); False when another claimer holds it."""
@@ -203,9 +232,57 @@ class IssueRepo(Protocol):
 class SigningKeyRepo(Protocol):
     def add(self, key: SigningKey) -> None: ...
     def get(self, key_id: str) -> SigningKey | None: ...
-    def get_by_upload(self, upload_key: str) -> SigningKey | None: ...
     def save(self, key: SigningKey) -> None: ...
     def list(self, tenant_id: str | None = None) -> list[SigningKey]: ...
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    """A row of the outbox: a worker wake-up (``kind`` wake, ``topic`` the job kind) or a
+    domain event (``kind`` event)."""
+
+    id: int
+    kind: str
+    topic: str
+    tenant_id: str | None
+    subject_id: str
+    data: dict[str, Any]
+    created_at: datetime
+
+
+class OutboxRepo(Protocol):
+    def add(
+        self,
+        *,
+        kind: str,
+        topic: str,
+        tenant_id: str | None,
+        subject_id: str,
+        data: dict[str, Any],
+        at: datetime,
+    ) -> None: ...
+    def claim(self, limit: int) -> list[OutboxItem]:
+        """Undelivered rows, oldest first, locked against other relays until the transaction
+        ends (PostgreSQL: ``FOR UPDATE SKIP LOCKED``)."""
+        ...
+
+    def dispatched(self, ids: list[int], at: datetime) -> None: ...
+    def forget(self, ids: list[int]) -> None: ...
+    def events(self, *, tenant_id: str | None, subject_id: str | None = None) -> list[Event]: ...
+    @property
+    def written(self) -> bool:
+        """Whether this unit of work added rows (the caller relays them after commit)."""
+        ...
+
+
+class SequenceRepo(Protocol):
+    def next(self, tenant_id: str, name: str) -> int:
+        """The sequence's next value (1, 2, ...), allocated in this transaction."""
+        ...
+
+    def current(self, tenant_id: str, name: str) -> int:
+        """The last value handed out (0 when none)."""
+        ...
 
 
 class UnitOfWork(Protocol):
@@ -226,8 +303,18 @@ class UnitOfWork(Protocol):
     events: EventRepo
     issues: IssueRepo
     signing_keys: SigningKeyRepo
+    outbox: OutboxRepo
+    sequences: SequenceRepo
 
     def commit(self) -> None: ...
+    def rollback(self) -> None: ...
+    def savepoint(self) -> AbstractContextManager[Savepoint]:
+        """A nested transaction: what happens inside is undone by ``rollback()`` (or an
+        exception) without ending the outer one."""
+        ...
+
+
+class Savepoint(Protocol):
     def rollback(self) -> None: ...
 
 
@@ -246,14 +333,42 @@ class BlobInfo:
     sha256: str | None = None
 
 
-class BlobStore(Protocol):
-    """Object storage. Keys are validated by the store; callers build them tenant-scoped."""
+@dataclass(frozen=True)
+class SignedRequest:
+    """What a client sends to reach the store without credentials of its own: the method, the
+    URL and the headers it must carry (a signed Content-Type, for instance)."""
 
-    def presign_put(self, key: str, *, max_size: int, expires_in: int) -> str: ...
+    method: str
+    url: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+ArrivalListener = Callable[[str, "BlobInfo"], None]
+
+
+class BlobStore(Protocol):
+    """Object storage. Keys are validated by the store; callers build them tenant-scoped.
+
+    A signed PUT is good for one upload: once its object was published, or the key deleted,
+    the same request writes nothing (where the store can refuse it; S3 cannot, so core
+    checks on arrival). A store that knows when an object is published reports it to the
+    listener (``reports_arrivals``); the others are swept (core/arrivals.py).
+    """
+
+    reports_arrivals: bool
+
+    def listen(self, listener: ArrivalListener) -> None:
+        """Call ``listener(key, info)`` after each object a signed PUT published (stores that
+        report arrivals; a no-op elsewhere)."""
+        ...
+
+    def presign_put(
+        self, key: str, *, max_size: int, expires_in: int, content_type: str | None = None
+    ) -> SignedRequest: ...
     def create_multipart(self, key: str) -> str: ...
     def presign_part(
         self, key: str, upload_id: str, part_number: int, *, max_size: int, expires_in: int
-    ) -> str:
+    ) -> SignedRequest:
         """``max_size`` is the upload's part size: every part but the last fills it exactly
         (the local store writes part n in place at ``(n-1) * max_size``)."""
         ...
@@ -261,11 +376,14 @@ class BlobStore(Protocol):
     def list_parts(self, key: str, upload_id: str) -> list[Part]: ...
     def complete_multipart(self, key: str, upload_id: str, parts: list[Part]) -> BlobInfo: ...
     def abort_multipart(self, key: str, upload_id: str) -> None: ...
-    def presign_get(self, key: str, *, file_name: str, expires_in: int) -> str: ...
+    def presign_get(self, key: str, *, file_name: str, expires_in: int) -> SignedRequest: ...
     def stat(self, key: str) -> BlobInfo | None: ...
     def open_read(self, key: str) -> AbstractContextManager[BinaryIO]: ...
     def write(self, key: str, chunks: Iterable[bytes]) -> BlobInfo: ...
-    def delete(self, key: str) -> None: ...
+    def delete(self, key: str) -> None:
+        """Remove the object, and whatever could still create it (an unused signed PUT)."""
+        ...
+
     def adopt(self, key: str, path: Path) -> BlobInfo:
         """Store the file at ``path`` under ``key``, moving it when the store is local disk
         (no copy), uploading it otherwise. The file is gone afterwards."""

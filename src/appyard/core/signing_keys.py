@@ -20,11 +20,22 @@ from dataclasses import replace
 from datetime import datetime
 
 from appyard import errors
-from appyard.core import tenants
+from appyard.core import identity, tenants, uploads
+from appyard.core.context import Services
 from appyard.core.crypto import SecretBox
 from appyard.core.ids import new_id
-from appyard.core.models import KeyState, Plan, Platform, SigningKey
-from appyard.core.ports import BlobStore, Clock, UnitOfWork
+from appyard.core.models import (
+    Actor,
+    KeyState,
+    Plan,
+    Platform,
+    SigningKey,
+    Upload,
+    UploadPurpose,
+    UploadState,
+)
+from appyard.core.policy import UploadPolicy
+from appyard.core.ports import BlobInfo, BlobStore, Clock, SignedRequest, UnitOfWork
 from appyard.inspect.mobileprovision import ProvisioningProfile, parse_mobileprovision
 from appyard.signing.keystore import (
     MAX_KEYSTORE_BYTES,
@@ -195,97 +206,6 @@ def create_from_bytes(
     return uow.signing_keys.get(key_id) or key
 
 
-def create_pending(
-    uow: UnitOfWork,
-    clock: Clock,
-    box: SecretBox,
-    store: BlobStore,
-    *,
-    tenant_id: str,
-    name: str,
-    platform: Platform,
-    password: str,
-    alias: str | None,
-    file_size: int | None,
-    created_by: str,
-    url_ttl: int,
-) -> tuple[SigningKey, str]:
-    """A key record waiting for its keystore file, and the signed URL to PUT it to."""
-    if not name.strip():
-        raise errors.InvalidField("key_name is required.", field="key_name")
-    if not password:
-        raise errors.InvalidField("password is required.", field="password")
-    if file_size is not None and file_size > MAX_KEYSTORE_BYTES:
-        raise errors.UploadTooLarge(
-            f"Signing-key files over {MAX_KEYSTORE_BYTES // (1024 * 1024)} MB are rejected."
-        )
-    key_id = new_id("sk")
-    upload_key = f"{tenant_id}/signing-keys/{key_id}/keystore"
-    key = SigningKey(
-        id=key_id,
-        tenant_id=tenant_id,
-        name=name.strip(),
-        platform=platform,
-        is_default=False,
-        state=KeyState.PENDING,
-        created_at=clock.now(),
-        created_by=created_by,
-        sealed_password=box.seal(password.encode(), _aad(key_id, "password")),
-        alias=alias,
-        upload_key=upload_key,
-    )
-    uow.signing_keys.add(key)
-    url = store.presign_put(
-        upload_key, max_size=file_size or MAX_KEYSTORE_BYTES, expires_in=url_ttl
-    )
-    return key, url
-
-
-def notice_upload(
-    uow: UnitOfWork, clock: Clock, box: SecretBox, store: BlobStore, *, upload_key: str
-) -> SigningKey | None:
-    """A pending key's file arrived: open it, seal it into the record, drop the plain file."""
-    key = uow.signing_keys.get_by_upload(upload_key)
-    if key is None or key.state is not KeyState.PENDING:
-        return None
-    info = store.stat(upload_key)
-    if info is None:
-        return None
-    try:
-        if info.size > MAX_KEYSTORE_BYTES:
-            raise errors.UploadTooLarge("Signing-key files over 10 MB are rejected.")
-        with store.open_read(upload_key) as fh:
-            data = fh.read(MAX_KEYSTORE_BYTES + 1)
-        password = box.open(key.sealed_password, _aad(key.id, "password")).decode()
-        material = load_keystore_bytes(
-            data,
-            password=password,
-            alias=key.alias,
-            now=clock.now(),
-            pkcs12_only=key.platform is Platform.IOS,
-        )
-    except errors.AppyardError as exc:
-        updated = replace(key, state=KeyState.INVALID, error_message=exc.message)
-    else:
-        facts = _describe(material)
-        updated = replace(
-            key,
-            state=KeyState.READY,
-            sealed_keystore=box.seal(data, _aad(key.id, "keystore")),
-            alias=str(facts["alias"]),
-            cert_sha256=str(facts["cert_sha256"]),
-            subject=str(facts["subject"]),
-            not_after=facts["not_after"],  # type: ignore[arg-type]
-            key_algorithm=str(facts["key_algorithm"]),
-        )
-    first = updated.state is KeyState.READY and _is_first(uow, key.tenant_id, key.platform)
-    uow.signing_keys.save(updated)
-    if first:
-        _set_default(uow, updated)
-    store.delete(upload_key)
-    return uow.signing_keys.get(key.id)
-
-
 def get(uow: UnitOfWork, *, tenant_id: str, key_id: str) -> SigningKey:
     key = uow.signing_keys.get(key_id)
     if key is None or key.tenant_id != tenant_id or key.state is KeyState.DELETED:
@@ -305,8 +225,14 @@ def set_default(uow: UnitOfWork, *, tenant_id: str, key_id: str) -> SigningKey:
     return get(uow, tenant_id=tenant_id, key_id=key_id)
 
 
-def delete(uow: UnitOfWork, *, tenant_id: str, key_id: str) -> SigningKey:
+def delete(uow: UnitOfWork, store: BlobStore, *, tenant_id: str, key_id: str) -> SigningKey:
+    """Wipe the key's material (its public facts stay, so builds still name it). A key still
+    waiting for its file stops waiting: the signed URL for it writes nothing any more."""
     key = get(uow, tenant_id=tenant_id, key_id=key_id)
+    upload = uow.uploads.get_for_subject(key.id)
+    if upload is not None and upload.state is UploadState.PENDING:
+        uploads.discard(store, upload)
+        uploads.end(uow, upload, UploadState.ABORTED, "The signing key was deleted.")
     wiped = replace(
         key,
         state=KeyState.DELETED,
@@ -480,7 +406,7 @@ def open_profile(uow: UnitOfWork, box: SecretBox, *, key_id: str) -> bytes | Non
     return box.open(key.sealed_profile, _aad(key.id, "profile"))
 
 
-# --- the management API: plan gate, key files uploaded by URL, per-application signing files --
+# --- keys whose file arrives by signed URL, plan gate, per-application signing files ------------
 
 SIGNING_PLANS = (Plan.TEAM, Plan.ENTERPRISE)
 _KEY_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._+()\-]{0,199}$")
@@ -501,6 +427,15 @@ def require_plan(uow: UnitOfWork, *, tenant_id: str) -> None:
         )
 
 
+def managing(uow: UnitOfWork, actor: Actor, *, write: bool) -> str:
+    """The tenant an actor manages signing keys of: its plan must include them, and a change
+    needs the Builds permission. Returns the tenant id."""
+    if write:
+        identity.require_scope(actor, identity.SCOPE_BUILDS, label="Builds")
+    require_plan(uow, tenant_id=actor.tenant)
+    return actor.tenant
+
+
 def key_file_name(value: str) -> str:
     """The base name of a key file (``release.jks``); path components are dropped."""
     base = value.replace("\\", "/").rsplit("/", 1)[-1].strip()
@@ -516,8 +451,9 @@ def request_upload(
     clock: Clock,
     box: SecretBox,
     store: BlobStore,
+    policy: UploadPolicy,
+    actor: Actor,
     *,
-    tenant_id: str,
     name: str,
     platform: Platform,
     file_name: str | None,
@@ -525,21 +461,24 @@ def request_upload(
     alias: str | None,
     file_size: int | None,
     make_default: bool,
-    created_by: str,
-    url_ttl: int,
     app_id: str | None = None,
-) -> tuple[SigningKey, str]:
-    """A pending key whose file the client PUTs to the returned URL (the management API).
+) -> tuple[SigningKey, SignedRequest]:
+    """A pending key whose file the client PUTs with the returned signed request.
 
     Android keys need an alias; an iOS key's file must be named ``*.p12`` (its content is
     checked to be PKCS#12 when it arrives; a provisioning profile is attached with the admin
-    CLI, not here). ``make_default`` is remembered on the pending record (a
-    pending key is never used: :func:`resolve` takes only ready keys) and applied by
-    :func:`notice_key_file` once the file opens. ``app_id`` makes it an application's legacy
-    signing file instead of a managed key: never a default, not listed with managed keys.
+    CLI). ``make_default`` is remembered on the pending record (a pending key is never used:
+    :func:`resolve` takes only ready keys) and applied when the file opens
+    (:func:`file_arrived`). ``app_id`` makes it an application's legacy signing file instead
+    of a managed key: never a default, not listed with managed keys.
     """
+    tenant_id = managing(uow, actor, write=True)
     clean = key_file_name(file_name) if file_name is not None else None
     alias = alias.strip() if alias else None
+    if not name.strip():
+        raise errors.InvalidField("key_name is required.", field="key_name")
+    if not password:
+        raise errors.InvalidField("password is required.", field="password")
     if platform is Platform.ANDROID and not alias:
         raise errors.InvalidField("alias is required for Android signing keys.", field="alias")
     if platform is Platform.IOS and clean is not None and not clean.lower().endswith(".p12"):
@@ -552,65 +491,113 @@ def request_upload(
         raise errors.InvalidField(
             "file_size must be a positive number of bytes.", field="file_size"
         )
-    key, url = create_pending(
+    if file_size is not None and file_size > MAX_KEYSTORE_BYTES:
+        raise errors.UploadTooLarge(
+            f"Signing-key files over {MAX_KEYSTORE_BYTES // (1024 * 1024)} MB are rejected."
+        )
+    key_id = new_id("sk")
+    key = SigningKey(
+        id=key_id,
+        tenant_id=tenant_id,
+        name=name.strip(),
+        platform=platform,
+        is_default=make_default and app_id is None,
+        state=KeyState.PENDING,
+        created_at=clock.now(),
+        created_by=actor.id,
+        sealed_password=box.seal(password.encode(), _aad(key_id, "password")),
+        alias=alias,
+        file_name=clean,
+        app_id=app_id,
+    )
+    uow.signing_keys.add(key)
+    ticket = uploads.open_upload(
         uow,
         clock,
-        box,
         store,
+        policy,
         tenant_id=tenant_id,
-        name=name,
-        platform=platform,
-        password=password,
-        alias=alias,
-        file_size=file_size,
-        created_by=created_by,
-        url_ttl=url_ttl,
+        purpose=UploadPurpose.SIGNING_KEY,
+        subject_id=key_id,
+        key=f"{tenant_id}/signing-keys/{key_id}/keystore",
+        file_name=clean or "keystore",
+        max_size=MAX_KEYSTORE_BYTES,
+        declared_size=file_size,
+        multipart_allowed=False,
     )
-    key = replace(key, file_name=clean, app_id=app_id, is_default=make_default and app_id is None)
-    uow.signing_keys.save(key)
-    return key, url
+    assert ticket.put is not None
+    return key, ticket.put
 
 
-def notice_key_file(
-    uow: UnitOfWork, clock: Clock, box: SecretBox, store: BlobStore, *, upload_key: str
-) -> SigningKey | None:
-    """:func:`notice_upload`, then the management API's rules: a managed key asked to be the
-    default (or the platform's first managed key) becomes the only default once it opens; an
-    application's signing file is never a default and replaces that application's earlier
-    file for its platform."""
-    key = notice_upload(uow, clock, box, store, upload_key=upload_key)
-    if key is None:
-        return None
-    if key.state is KeyState.READY and key.app_id is None:
+def file_arrived(svc: Services, uow: UnitOfWork, upload: Upload, info: BlobInfo) -> None:
+    """A pending key's file arrived (core.arrivals): open it, seal it into the record, remove
+    the plain file. A managed key asked to be the default (or the platform's first managed
+    key) becomes the only default once it opens; an application's signing file is never a
+    default and replaces that application's earlier file for its platform."""
+    store = svc.store
+    key = uow.signing_keys.get(upload.subject_id)
+    if key is None or key.state is not KeyState.PENDING:
+        store.delete(upload.key)
+        return
+    box = svc.sealer()
+    try:
+        with store.open_read(upload.key) as fh:
+            data = fh.read(MAX_KEYSTORE_BYTES + 1)
+        if len(data) > MAX_KEYSTORE_BYTES:
+            raise errors.UploadTooLarge("Signing-key files over 10 MB are rejected.")
+        password = box.open(key.sealed_password, _aad(key.id, "password")).decode()
+        material = load_keystore_bytes(
+            data,
+            password=password,
+            alias=key.alias,
+            now=svc.clock.now(),
+            pkcs12_only=key.platform is Platform.IOS,
+        )
+    except errors.AppyardError as exc:
+        uow.signing_keys.save(
+            replace(key, state=KeyState.INVALID, error_message=exc.message, is_default=False)
+        )
+        return
+    finally:
+        store.delete(upload.key)
+    facts = _describe(material)
+    opened = replace(
+        key,
+        state=KeyState.READY,
+        sealed_keystore=box.seal(data, _aad(key.id, "keystore")),
+        alias=str(facts["alias"]),
+        cert_sha256=str(facts["cert_sha256"]),
+        subject=str(facts["subject"]),
+        not_after=facts["not_after"],  # type: ignore[arg-type]
+        key_algorithm=str(facts["key_algorithm"]),
+    )
+    uow.signing_keys.save(opened)
+    if key.app_id is None:
         others = [
             k
             for k in managed_keys(uow, tenant_id=key.tenant_id)
             if k.id != key.id and k.platform is key.platform and k.state is KeyState.READY
         ]
         if key.is_default or not others:
-            _set_default(uow, key)
-    elif key.is_default:
-        uow.signing_keys.save(replace(key, is_default=False))
-    if key.state is KeyState.READY and key.app_id is not None:
-        for other in uow.signing_keys.list(key.tenant_id):
-            if (
-                other.app_id == key.app_id
-                and other.platform is key.platform
-                and other.id != key.id
-                and other.state is not KeyState.DELETED
-            ):
-                delete(uow, tenant_id=key.tenant_id, key_id=other.id)
-    return uow.signing_keys.get(key.id)
+            _set_default(uow, opened)
+        return
+    for other in uow.signing_keys.list(key.tenant_id):
+        if (
+            other.app_id == key.app_id
+            and other.platform is key.platform
+            and other.id != key.id
+            and other.state is not KeyState.DELETED
+        ):
+            delete(uow, store, tenant_id=key.tenant_id, key_id=other.id)
 
 
-def notice_pending(
-    uow: UnitOfWork, clock: Clock, box: SecretBox, store: BlobStore, *, tenant_id: str
-) -> None:
-    """Open the tenant's pending keys whose files reached the store (for stores that do not
-    call back when an object lands, e.g. S3)."""
-    for key in uow.signing_keys.list(tenant_id):
-        if key.state is KeyState.PENDING and key.upload_key:
-            notice_key_file(uow, clock, box, store, upload_key=key.upload_key)
+def file_lost(svc: Services, uow: UnitOfWork, upload: Upload, reason: str) -> None:
+    """The key's file will never arrive: the key is invalid, saying why."""
+    key = uow.signing_keys.get(upload.subject_id)
+    if key is not None and key.state is KeyState.PENDING:
+        uow.signing_keys.save(
+            replace(key, state=KeyState.INVALID, error_message=reason, is_default=False)
+        )
 
 
 def managed_keys(uow: UnitOfWork, *, tenant_id: str) -> list[SigningKey]:
@@ -649,8 +636,8 @@ def app_file(
     return (ready or files)[-1] if files else None
 
 
-def forget_app(uow: UnitOfWork, *, tenant_id: str, app_id: str) -> None:
+def forget_app(uow: UnitOfWork, store: BlobStore, *, tenant_id: str, app_id: str) -> None:
     """Wipe every signing file of an application that is being deleted."""
     for key in uow.signing_keys.list(tenant_id):
         if key.app_id == app_id and key.state is not KeyState.DELETED:
-            delete(uow, tenant_id=tenant_id, key_id=key.id)
+            delete(uow, store, tenant_id=tenant_id, key_id=key.id)

@@ -94,4 +94,4 @@ def from_session(uow: UnitOfWork, clock: Clock, *, token: str) -> Actor:
     user = uow.sessions.user_for(hash_secret(token), clock.now())
     if user is None or user.disabled:
         raise errors.InvalidCredential("Not signed in, or the session has expired.")
-    return Actor(id=user.id, kind="user", role=user.role, tenant_id=user.tenant_id)
+    return Actor(id=user.id, tenant_id=user.tenant_id, role=user.role)

@@ -21,34 +21,42 @@ from typing import Any
 import pycountry
 
 from appyard import errors
-from appyard.core import apps, uploads
+from appyard.core import apps, arrivals, builds, identity, jobs, outbox, uploads
+from appyard.core.context import Services
 from appyard.core.ids import new_id
 from appyard.core.models import (
     Actor,
-    Build,
-    BuildStatus,
     ConfigVersion,
     IssueStatus,
-    Job,
-    JobState,
     Platform,
-    Principal,
     Role,
     RunStatus,
-    Stage,
     StoreIssue,
     Targets,
     TokenKind,
+    UploadPurpose,
     ValidationRun,
     Version,
     VersionEvent,
     VersionStatus,
 )
-from appyard.core.ports import BlobStore, Clock, UnitOfWork
+from appyard.core.ports import Clock, UnitOfWork
 from appyard.inspect import upload_identity
 
-JOB_KIND = "version.validate"
+SOURCE = "store-ci"  # how versions' builds arrive (the store CI upload API)
 STAFF = (Role.STORE_ADMIN, Role.STORE_REVIEWER)
+# A version's history actions -> the topic of the event each emits (version.<topic>).
+TOPICS = {
+    "submit": "submitted",
+    "approve": "approved",
+    "reject": "rejected",
+    "release": "released",
+    "supersede": "superseded",
+    "withdraw": "withdrawn",
+    "halt": "halted",
+    "resume": "resumed",
+    "rollout": "rollout_changed",
+}
 ISSUE_SEVERITIES = ("low", "medium", "high", "critical")
 
 
@@ -62,12 +70,6 @@ class VersionTransitionNotAllowed(errors.Conflict):
     """This change is not allowed from the version's current status."""
 
     code = "version.transition_not_allowed"
-
-
-def actor_for_token(principal: Principal) -> Actor:
-    return Actor(
-        id=principal.token_id, kind="token", role=Role.DEVELOPER, tenant_id=principal.tenant_id
-    )
 
 
 # --- reading ------------------------------------------------------------------------------------
@@ -105,85 +107,66 @@ def targets(version: Version) -> Targets:
 
 
 def ingest_ci_upload(
+    svc: Services,
     uow: UnitOfWork,
-    clock: Clock,
-    store: BlobStore,
-    principal: Principal,
+    actor: Actor,
     *,
     path: Path,
     file_name: str,
     sha256: str,
-) -> tuple[Version, ValidationRun, str]:
+) -> tuple[Version, ValidationRun]:
     """A streamed-to-disk APK becomes a draft version with a running validation.
 
     The upload-time fast path of the inspection reads the identity (package, version code
     and name) and whether any signature is present; the full inspection (signatures verified)
-    and the controls run in the validation job. Returns the version, its run, and the job id
-    to notify after commit.
+    and the controls run in the validation job, queued when the file arrives in the store.
     """
-    if principal.kind is not TokenKind.CI:
-        raise errors.Forbidden("Uploads need a CI token.")
-    identity, signed = upload_identity(path)
+    identity.require_token(actor, TokenKind.CI, action="uploads")
+    tenant_id = actor.tenant
+    facts, signed = upload_identity(path)
     if not signed:
         raise UnsignedApk()
     try:
-        code = int(identity.version_code or "")
+        code = int(facts.version_code or "")
     except ValueError:
         raise errors.InvalidArtifact("The APK's manifest has no valid versionCode.") from None
     name = uploads.clean_file_name(file_name) if file_name.endswith(".apk") else "app.apk"
+    clock = svc.clock
     now = clock.now()
     app = apps.find_or_create(
-        uow,
-        clock,
-        tenant_id=principal.tenant_id,
-        platform=Platform.ANDROID,
-        identifier=identity.identifier,
+        uow, clock, tenant_id=tenant_id, platform=Platform.ANDROID, identifier=facts.identifier
     )
     earlier = uow.versions.for_app(app.id)
     highest = max((v.version_code for v in earlier), default=None)
     if highest is not None and code <= highest:
         raise errors.VersionCodeExists(
             f"versionCode {code} is not greater than {highest}, the highest versionCode of "
-            f"{identity.identifier} so far.",
+            f"{facts.identifier} so far.",
             version_code=code,
             highest=highest,
         )
-    size = path.stat().st_size
-    build = uploads.insert_build(
+    build, _ = builds.create(
         uow,
         clock,
-        principal.tenant_id,
-        lambda start: Build(
-            id=new_id("bd"),
-            tenant_id=principal.tenant_id,
-            start_time=start,
-            platform=Platform.ANDROID,
-            config_version=ConfigVersion.PRODUCTION,
-            file_name=name,
-            source_key=uploads.object_key(
-                principal.tenant_id, Platform.ANDROID, ConfigVersion.PRODUCTION, start, name
-            ),
-            status=BuildStatus.PROCESSING,
-            progress=Stage.QUEUED,
-            created_at=now,
-            updated_at=now,
-            app_id=app.id,
-            identifier=identity.identifier,
-            version_code=str(code),
-            version_name=identity.version_name,
-            size=size,
-            sha256=sha256,
-        ),
+        tenant_id=tenant_id,
+        platform=Platform.ANDROID,
+        config_version=ConfigVersion.PRODUCTION,
+        file_name=name,
+        source=SOURCE,
+        job_kind=jobs.VALIDATE_VERSION,
+        app_id=app.id,
+        identifier=facts.identifier,
+        version_code=str(code),
+        version_name=facts.version_name,
+        sha256=sha256,
     )
-    build_id = build.id
-    store.adopt(build.source_key, path)
     version = Version(
         id=new_id("ver"),
-        tenant_id=principal.tenant_id,
+        tenant_id=tenant_id,
         app_id=app.id,
-        build_id=build_id,
+        build_id=build.id,
         version_code=code,
-        version_name=identity.version_name or "",
+        version_name=facts.version_name or "",
         status=VersionStatus.DRAFT,
         created_at=now,
         updated_at=now,
@@ -191,34 +174,30 @@ def ingest_ci_upload(
     run = ValidationRun(
         id=new_id("run"),
         version_id=version.id,
-        build_id=build_id,
+        build_id=build.id,
         status=RunStatus.RUNNING,
         created_at=now,
     )
-    job = Job(
-        id=new_id("jb"),
-        tenant_id=principal.tenant_id,
-        build_id=build_id,
-        kind=JOB_KIND,
-        state=JobState.QUEUED,
-        attempts=0,
-        created_at=now,
-        updated_at=now,
-    )
     uow.versions.add(version)
     uow.runs.add(run)
-    uow.jobs.add(job)
     _record(
+        uow, clock, version, "uploaded", None, VersionStatus.DRAFT, actor, {"build_id": build.id}
+    )
+    ticket = uploads.open_upload(
         uow,
         clock,
-        version,
-        "uploaded",
-        None,
-        VersionStatus.DRAFT,
-        actor_for_token(principal),
-        {"build_id": build_id},
+        svc.store,
+        svc.policy,
+        tenant_id=tenant_id,
+        purpose=UploadPurpose.BUILD,
+        subject_id=build.id,
+        key=build.source_key,
+        file_name=name,
+        max_size=svc.policy.max_size,
+        signed=False,
     )
-    return version, run, job.id
+    arrivals.adopt(svc, uow, ticket.upload, path, sha256=sha256)
+    return version, run
 
 
 def latest_run(uow: UnitOfWork, version_id: str) -> ValidationRun | None:
@@ -271,6 +250,16 @@ def _record(
     actor: Actor,
     details: dict[str, Any] | None = None,
 ) -> None:
+    outbox.emit(
+        uow,
+        clock,
+        f"version.{TOPICS.get(action, action)}",
+        tenant_id=version.tenant_id,
+        subject_id=version.id,
+        status=after.value,
+        actor=f"{actor.kind}:{actor.id}",
+        **(details or {}),
+    )
     uow.events.add(
         VersionEvent(
             version_id=version.id,

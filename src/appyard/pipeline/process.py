@@ -1,8 +1,13 @@
-"""The build-processing job: a list of stages, each recorded as the build's ``progress``.
+"""The jobs that work on a build, as stages recorded as the build's ``progress``.
 
-Downloading inputs -> Inspecting (facts, identity, findings) -> Applying protection (the
-tenant's enabled transforms) -> Packaging (the output must still be a valid artifact of its
-kind) -> Signing (managed keys; skipped when the build has none) -> Uploading output.
+``build.process``: Downloading inputs -> Inspecting (facts, identity, findings; a blocking
+finding fails the job) -> Applying protection (the tenant's enabled transforms) -> Packaging
+(the output must still be a valid artifact of its kind) -> Signing (managed keys; skipped
+when the build has none) -> Uploading output.
+``build.inspect``: Downloading inputs -> Inspecting; findings are recorded, none blocks, and
+the input is the build's output.
+``version.validate``: Downloading inputs -> Inspecting; the store version's validation run
+passes unless a finding blocks.
 
 Every stage works in a private temporary directory and writes its results under keys derived
 from the build id, so running a stage twice (after a worker died) gives the same result. Each
@@ -18,16 +23,16 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
 
 from appyard import errors
-from appyard.core import apps, controls, detections, jobs, signing_keys, versions
+from appyard.core import apps, builds, controls, detections, jobs, signing_keys, versions
 from appyard.core.context import Services
-from appyard.core.models import Build, Job, SigningKey, Stage
+from appyard.core.models import Build, Finding, Job, SigningKey, Stage
 from appyard.core.ports import UnitOfWork, chunked
-from appyard.core.uploads import output_key
+from appyard.inspect import inspect_file
 from appyard.pipeline import transforms
 from appyard.signing.keystore import SigningMaterial
 from appyard.signing.lineage import Rotation
@@ -84,24 +89,42 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-class BuildProcessor:
+@dataclass
+class Inspected:
+    """What the first two stages leave for the rest."""
+
+    build: Build
+    kind: str  # apk, aab, ipa
+    source: Path  # the input, in the job's work directory
+    facts: Any
+    enabled: list[str]
+    findings: list[Finding]
+
+    @property
+    def blocking(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "blocking"]
+
+
+class BuildJob:
+    """A job on one build: lease, stages, failure. Subclasses say what :meth:`work` does."""
+
     def __init__(self, services: Services, job: Job, owner: str) -> None:
+        assert job.build_id is not None, f"job {job.id} of kind {job.kind} names no build"
         self.s = services
         self.job = job
+        self.build_id = job.build_id
         self.owner = owner
         self.heartbeat = _Heartbeat(services, job, owner)
-        self._key: tuple[SigningKey, SigningMaterial] | None = None
-        self._rotation: Rotation | None = None
 
     @contextmanager
     def stage(self, stage: Stage) -> Iterator[None]:
         if self.heartbeat.lost or not self.heartbeat.renew():
             raise LeaseLost()
         with self.s.uow() as uow:
-            jobs.set_progress(uow, self.s.clock, build_id=self.job.build_id, stage=stage)
+            jobs.set_progress(uow, self.s.clock, build_id=self.build_id, stage=stage)
             uow.commit()
         log.info(
-            "job.stage job_id=%s build_id=%s stage=%r", self.job.id, self.job.build_id, stage.value
+            "job.stage job_id=%s build_id=%s stage=%r", self.job.id, self.build_id, stage.value
         )
         yield
         if self.heartbeat.lost:
@@ -109,50 +132,56 @@ class BuildProcessor:
 
     def _build(self) -> Build:
         with self.s.uow() as uow:
-            build = uow.builds.get(self.job.build_id)
+            build = uow.builds.get(self.build_id)
         if build is None:
-            raise errors.NotFound(f"Build {self.job.build_id} is gone.")
+            raise errors.NotFound(f"Build {self.build_id} is gone.")
         return build
 
     def run(self) -> None:
         with self.heartbeat, tempfile.TemporaryDirectory(prefix="appyard-job-") as tmp:
             try:
-                self._run(Path(tmp))
+                self.work(Path(tmp))
             except LeaseLost:
                 log.warning("job.lease_lost job_id=%s", self.job.id)
             except errors.AppyardError as exc:
                 self._fail(exc.message)
             except Exception:
-                log.exception("job.crashed job_id=%s build_id=%s", self.job.id, self.job.build_id)
+                log.exception("job.crashed job_id=%s build_id=%s", self.job.id, self.build_id)
                 self._fail(
                     "Internal error while processing; the server log has the details "
                     f"(search for job_id={self.job.id})."
                 )
 
-    def _current(self, uow: UnitOfWork) -> Job:
-        current = uow.jobs.get(self.job.id)
-        if current is None or current.lease_owner != self.owner:
+    def work(self, tmp: Path) -> None:
+        raise NotImplementedError
+
+    def current(self, uow: UnitOfWork) -> Job:
+        found = uow.jobs.get(self.job.id)
+        if found is None or found.lease_owner != self.owner:
             raise LeaseLost()
-        return current
+        return found
+
+    def failed(self, uow: UnitOfWork) -> None:
+        """What else ends when the job fails (a subclass's own records)."""
 
     def _fail(self, message: str) -> None:
         if self.heartbeat.lost:
             return
-        with self.s.uow() as uow:
+        with self.s.transaction() as uow:
             try:
-                current = self._current(uow)
+                current = self.current(uow)
             except LeaseLost:
                 return
             jobs.fail(uow, self.s.clock, job=current, message=message)
-            versions.fail_validation(uow, self.s.clock, build_id=self.job.build_id)
-            uow.commit()
-        log.info("job.failed job_id=%s build_id=%s", self.job.id, self.job.build_id)
+            self.failed(uow)
+        log.info("job.failed job_id=%s build_id=%s", self.job.id, self.build_id)
 
-    def _run(self, tmp: Path) -> None:
+    # -- the stages every kind shares -----------------------------------------------------------
+
+    def download_and_inspect(self, tmp: Path) -> Inspected:
         build = self._build()
         kind = build.file_name.rsplit(".", 1)[1]
         source = tmp / f"input.{kind}"
-
         with self.stage(Stage.DOWNLOADING):
             digest = hashlib.sha256()
             size = 0
@@ -164,10 +193,8 @@ class BuildProcessor:
             sha256 = digest.hexdigest()
 
         with self.stage(Stage.INSPECTING):
-            from appyard.inspect import inspect_file
-
             facts = inspect_file(source, kind)
-            identity = facts.identity
+            found = facts.identity
             with self.s.uow() as uow:
                 enabled = controls.enabled(
                     uow,
@@ -175,12 +202,21 @@ class BuildProcessor:
                     platform=build.platform,
                     version=build.config_version,
                 )
-                app = apps.find_or_create(
-                    uow,
-                    self.s.clock,
-                    tenant_id=build.tenant_id,
-                    platform=build.platform,
-                    identifier=identity.identifier,
+                app = (
+                    apps.bind(
+                        uow,
+                        uow.apps.get(build.app_id) or _gone(build.app_id),
+                        platform=build.platform,
+                        identifier=found.identifier,
+                    )
+                    if build.app_id
+                    else apps.find_or_create(
+                        uow,
+                        self.s.clock,
+                        tenant_id=build.tenant_id,
+                        platform=build.platform,
+                        identifier=found.identifier,
+                    )
                 )
                 findings = detections.evaluate(
                     uow, self.s.clock, build=build, facts=facts, enabled=enabled
@@ -193,20 +229,36 @@ class BuildProcessor:
                     app_id=app.id,
                     size=size,
                     sha256=sha256,
-                    identifier=identity.identifier,
-                    version_code=identity.version_code,
-                    version_name=identity.version_name,
+                    identifier=found.identifier,
+                    version_code=found.version_code,
+                    version_name=found.version_name,
                     facts=_jsonable(facts),
                 )
                 uow.commit()
-            blocking = [f for f in findings if f.severity == "blocking"]
-        if self.job.kind == versions.JOB_KIND:  # a store validation run ends here
-            self._finish_validation(passed=not blocking, signers=detections.signers_of(facts))
-            return
-        if blocking:
+        return Inspected(
+            build=build, kind=kind, source=source, facts=facts, enabled=enabled, findings=findings
+        )
+
+
+def _gone(app_id: str | None) -> Any:
+    raise apps.AppNotFound(f"The build's app {app_id} was deleted.")
+
+
+class ProcessBuild(BuildJob):
+    """``build.process``: the whole pipeline, ending with a stored, signed output."""
+
+    def __init__(self, services: Services, job: Job, owner: str) -> None:
+        super().__init__(services, job, owner)
+        self._key: tuple[SigningKey, SigningMaterial] | None = None
+        self._rotation: Rotation | None = None
+
+    def work(self, tmp: Path) -> None:
+        seen = self.download_and_inspect(tmp)
+        build, kind = seen.build, seen.kind
+        if seen.blocking:
             raise errors.InvalidArtifact(
                 "Blocked by detection controls: "
-                + "; ".join(f"{f.code}: {f.message}" for f in blocking)
+                + "; ".join(f"{f.code}: {f.message}" for f in seen.blocking)
             )
 
         with self.stage(Stage.PROTECTING):
@@ -215,7 +267,7 @@ class BuildProcessor:
                 options=self.s.protection,
                 signing_material=lambda: self._signing_material(build),
             )
-            output = transforms.apply(enabled, kind, source, context)
+            output = transforms.apply(seen.enabled, kind, seen.source, context)
 
         with self.stage(Stage.PACKAGING):
             inspect_file(output, kind)  # the output must still be a valid artifact
@@ -227,21 +279,20 @@ class BuildProcessor:
                 signed = True
 
         with self.stage(Stage.UPLOADING):
-            key = output_key(build)
+            key = builds.output_key(build)
             with open(output, "rb") as fh:
                 info = self.s.store.write(key, chunked(fh))
 
-        with self.s.uow() as uow:
+        with self.s.transaction() as uow:
             jobs.succeed(
                 uow,
                 self.s.clock,
-                job=self._current(uow),
+                job=self.current(uow),
                 output_key=key,
                 output_size=info.size,
                 output_sha256=info.sha256,
                 signed=signed,
             )
-            uow.commit()
         log.info("job.completed job_id=%s build_id=%s bytes=%d", self.job.id, build.id, info.size)
 
     def _signing_material(self, build: Build) -> SigningMaterial | None:
@@ -292,19 +343,53 @@ class BuildProcessor:
         log.info("job.signed build_id=%s key_id=%s", build.id, self._key[0].id)
         return out
 
-    def _finish_validation(self, *, passed: bool, signers: tuple[str, ...]) -> None:
-        with self.s.uow() as uow:
-            jobs.succeed(uow, self.s.clock, job=self._current(uow))
+
+class InspectBuild(BuildJob):
+    """``build.inspect``: facts and findings (none blocks); the input is the output."""
+
+    def work(self, tmp: Path) -> None:
+        seen = self.download_and_inspect(tmp)
+        build = seen.build
+        with self.s.transaction() as uow:
+            jobs.succeed(
+                uow,
+                self.s.clock,
+                job=self.current(uow),
+                output_key=build.source_key,
+                output_size=build.size,
+                output_sha256=build.sha256,
+                signed=False,
+            )
+        log.info("job.inspected job_id=%s build_id=%s", self.job.id, build.id)
+
+
+class ValidateVersion(BuildJob):
+    """``version.validate``: a store version's validation run."""
+
+    def work(self, tmp: Path) -> None:
+        seen = self.download_and_inspect(tmp)
+        with self.s.transaction() as uow:
+            jobs.succeed(uow, self.s.clock, job=self.current(uow))
             versions.finish_validation(
                 uow,
                 self.s.clock,
-                build_id=self.job.build_id,
-                passed=passed,
-                signer_sha256=",".join(signers) or None,
+                build_id=self.build_id,
+                passed=not seen.blocking,
+                signer_sha256=",".join(detections.signers_of(seen.facts)) or None,
             )
-            uow.commit()
-        log.info("version.validated build_id=%s passed=%s", self.job.build_id, passed)
+        log.info("version.validated build_id=%s passed=%s", self.build_id, not seen.blocking)
+
+    def failed(self, uow: UnitOfWork) -> None:
+        versions.fail_validation(uow, self.s.clock, build_id=self.build_id)
 
 
-def process(services: Services, job: Job, owner: str) -> None:
-    BuildProcessor(services, job, owner).run()
+def process_build(services: Services, job: Job, owner: str) -> None:
+    ProcessBuild(services, job, owner).run()
+
+
+def inspect_build(services: Services, job: Job, owner: str) -> None:
+    InspectBuild(services, job, owner).run()
+
+
+def validate_version(services: Services, job: Job, owner: str) -> None:
+    ValidateVersion(services, job, owner).run()

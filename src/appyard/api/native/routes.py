@@ -10,44 +10,43 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request, Response
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from appyard import errors
-from appyard.api.deps import services, transaction
-from appyard.core import identity, users, versions
-from appyard.core.context import Services
+from appyard.api.kit import ApiError, Dialect, Svc, authenticator, bearer
+from appyard.core import users, versions
+from appyard.core.identity import AnyCredential, SessionCredential, parse_key_pair
 from appyard.core.models import Actor, StoreIssue, TokenKind, Version, VersionEvent
 
 SESSION_COOKIE = "appyard_session"
-Svc = Annotated[Services, Depends(services)]
+MISSING = "Sign in first (POST /appyard/v1/auth/login)."
+
+STATUS: dict[type[errors.AppyardError], int] = {
+    errors.BadRequest: 400,
+    errors.Unauthenticated: 401,
+    errors.Forbidden: 403,
+    errors.NotFound: 404,
+    errors.Conflict: 409,
+    errors.UploadGone: 410,
+    errors.InvalidArtifact: 422,
+    errors.LimitExceeded: 429,
+}
 
 
-def actor(request: Request, svc: Svc) -> Actor:
-    header = request.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
-    value = value.strip()
-    with transaction(svc) as uow:
-        if scheme.lower() == "bearer" and ":" in value:
-            credential = identity.parse_key_pair(TokenKind.CI, value)
-            token = uow.tokens.get(credential.key_id) if credential else None
-            if credential is None or token is None:
-                raise errors.InvalidCredential("Invalid token.")
-            principal = identity.authenticate(
-                uow,
-                svc.clock,
-                identity.Credential(token.kind, credential.key_id, credential.secret),
-            )
-            return versions.actor_for_token(principal)
-        token_value = (
-            value if scheme.lower() == "bearer" and value else (request.cookies.get(SESSION_COOKIE))
-        )
-        if not token_value:
-            raise errors.InvalidCredential("Sign in first (POST /appyard/v1/auth/login).")
-        return users.from_session(uow, svc.clock, token=token_value)
+def render(error: ApiError) -> dict[str, Any]:
+    return {"error": {"code": error.code, "message": error.message, **error.details}}
 
 
-Caller = Annotated[Actor, Depends(actor)]
+def extract(request: Request) -> AnyCredential | None:
+    """A token (``key_id:key_secret``), or a portal session (bearer or cookie)."""
+    value = bearer(request)
+    if value is not None and ":" in value:
+        return parse_key_pair(value, *TokenKind)
+    session = value or request.cookies.get(SESSION_COOKIE)
+    return SessionCredential(session) if session else None
+
+
+Caller = Annotated[Actor, Depends(authenticator(extract, MISSING))]
 
 
 class Login(BaseModel):
@@ -122,21 +121,10 @@ def issue_body(i: StoreIssue) -> dict[str, Any]:
     }
 
 
-def create_app(svc: Services) -> FastAPI:
-    app = FastAPI(
-        title="appyard native API", version="1", docs_url="/docs", openapi_url="/openapi.json"
-    )
-    app.state.services = svc
-
-    def handle(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, errors.AppyardError)
-        return JSONResponse({"error": exc.to_dict()}, status_code=exc.status)
-
-    app.add_exception_handler(errors.AppyardError, handle)
-
+def routes(app: FastAPI) -> None:
     @app.post("/auth/login")
     def login(body: Login, response: Response, svc: Svc) -> dict[str, Any]:
-        with transaction(svc) as uow:
+        with svc.transaction() as uow:
             user, token = users.login(uow, svc.clock, email=body.email, password=body.password)
         response.set_cookie(
             SESSION_COOKIE,
@@ -157,31 +145,33 @@ def create_app(svc: Services) -> FastAPI:
 
     @app.post("/auth/logout")
     def logout(request: Request, response: Response, svc: Svc) -> dict[str, bool]:
-        token = request.cookies.get(SESSION_COOKIE)
-        if token:
-            with transaction(svc) as uow:
-                users.logout(uow, token=token)
+        """End the session, whether it came as the cookie or as a bearer token."""
+        credential = extract(request)
+        if isinstance(credential, SessionCredential):
+            with svc.transaction() as uow:
+                users.logout(uow, token=credential.token)
         response.delete_cookie(SESSION_COOKIE)
         return {"signed_out": True}
 
     @app.get("/versions/{version_id}")
     def get_version(version_id: str, caller: Caller, svc: Svc) -> dict[str, Any]:
-        with transaction(svc) as uow:
+        with svc.transaction() as uow:
             v = versions.get(uow, caller, version_id=version_id)
             return version_body(uow, v)
 
     @app.get("/versions/{version_id}/history")
     def get_history(version_id: str, caller: Caller, svc: Svc) -> list[dict[str, Any]]:
-        with transaction(svc) as uow:
+        with svc.transaction() as uow:
             return [event_body(e) for e in versions.history(uow, caller, version_id=version_id)]
 
     @app.get("/versions/{version_id}/issues")
     def get_issues(version_id: str, caller: Caller, svc: Svc) -> list[dict[str, Any]]:
-        with transaction(svc) as uow:
+        with svc.transaction() as uow:
             return [issue_body(i) for i in versions.issues(uow, caller, version_id=version_id)]
 
     def act(caller: Actor, fn: Any, **kwargs: Any) -> dict[str, Any]:
-        with transaction(svc) as uow:
+        svc = app.state.services
+        with svc.transaction() as uow:
             v = fn(uow, svc.clock, caller, **kwargs)
             return version_body(uow, v)
 
@@ -227,8 +217,8 @@ def create_app(svc: Services) -> FastAPI:
         return act(caller, versions.withdraw, version_id=version_id, reason=body.reason)
 
     @app.post("/versions/{version_id}/issues", status_code=201)
-    def file_issue(version_id: str, body: NewIssue, caller: Caller) -> dict[str, Any]:
-        with transaction(svc) as uow:
+    def file_issue(version_id: str, body: NewIssue, caller: Caller, svc: Svc) -> dict[str, Any]:
+        with svc.transaction() as uow:
             issue = versions.file_issue(
                 uow,
                 svc.clock,
@@ -240,9 +230,22 @@ def create_app(svc: Services) -> FastAPI:
         return issue_body(issue)
 
     @app.post("/issues/{issue_id}/resolve")
-    def resolve(issue_id: str, caller: Caller) -> dict[str, Any]:
-        with transaction(svc) as uow:
+    def resolve(issue_id: str, caller: Caller, svc: Svc) -> dict[str, Any]:
+        with svc.transaction() as uow:
             issue = versions.resolve_issue(uow, svc.clock, caller, issue_id=issue_id)
         return issue_body(issue)
 
-    return app
+
+API = Dialect(
+    name="native",
+    prefix="/appyard/v1",
+    title="appyard native API",
+    routes=routes,
+    statuses=STATUS,
+    render=render,
+    security={
+        "token": {"type": "http", "scheme": "bearer"},
+        "session": {"type": "apiKey", "in": "cookie", "name": SESSION_COOKIE},
+    },
+    docs=True,
+)

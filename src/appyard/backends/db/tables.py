@@ -62,11 +62,13 @@ apps = Table(
     metadata,
     Column("id", String(40), primary_key=True),
     Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False),
-    Column("platform", String(10), nullable=False),
-    Column("identifier", String(255), nullable=False),
+    Column("platform", String(10)),  # 0005: null until the first build binds it
+    Column("identifier", String(255)),  # 0005: null until the first build binds it
     Column("name", String(255), nullable=False),
     Column("created_at", TS, nullable=False),
+    Column("slug", String(100), nullable=False),  # 0005
     UniqueConstraint("tenant_id", "platform", "identifier"),
+    UniqueConstraint("tenant_id", "slug"),
 )
 
 builds = Table(
@@ -74,7 +76,7 @@ builds = Table(
     metadata,
     Column("id", String(20), primary_key=True),
     Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False),
-    Column("start_time", BigInteger, nullable=False),
+    Column("number", BigInteger, nullable=False),  # 0005: was start_time
     Column("app_id", String(40), ForeignKey("apps.id")),
     Column("platform", String(10), nullable=False),
     Column("config_version", String(20), nullable=False),
@@ -98,7 +100,9 @@ builds = Table(
     Column("signing_error_message", Text),
     Column("facts", JSON),
     Column("deleted", Boolean, nullable=False),  # 0002
-    UniqueConstraint("tenant_id", "start_time"),
+    Column("source", String(40), nullable=False),  # 0005
+    Column("meta", JSON, nullable=False),  # 0005
+    UniqueConstraint("tenant_id", "number"),
     Index(None, "tenant_id", "status"),
     Index(None, "tenant_id", "platform", "config_version", "created_at"),
 )
@@ -108,7 +112,8 @@ uploads = Table(
     metadata,
     Column("id", String(40), primary_key=True),
     Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False),
-    Column("build_id", String(20), ForeignKey("builds.id"), nullable=False, index=True),
+    Column("subject_id", String(40), nullable=False, index=True),  # 0005: was build_id
+    Column("purpose", String(20), nullable=False),  # 0005
     Column("key", String(1024), nullable=False, unique=True),
     Column("file_name", String(255), nullable=False),
     Column("declared_size", BigInteger),
@@ -120,6 +125,9 @@ uploads = Table(
     Column("created_at", TS, nullable=False),
     Column("expires_at", TS, nullable=False),
     Column("size", BigInteger),
+    Column("max_size", BigInteger),  # 0005
+    Column("sha256", String(64)),  # 0005
+    Column("reason", Text),  # 0005
     Index(None, "state", "expires_at"),
 )
 
@@ -128,7 +136,7 @@ jobs = Table(
     metadata,
     Column("id", String(40), primary_key=True),
     Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False),
-    Column("build_id", String(20), ForeignKey("builds.id"), nullable=False, index=True),
+    Column("build_id", String(20), ForeignKey("builds.id"), index=True),  # 0005: nullable
     Column("kind", String(40), nullable=False),
     Column("state", String(20), nullable=False),
     Column("attempts", Integer, nullable=False),
@@ -136,6 +144,7 @@ jobs = Table(
     Column("updated_at", TS, nullable=False),
     Column("lease_owner", String(100)),
     Column("lease_until", TS),
+    Column("payload", JSON, nullable=False),  # 0005
     Index(None, "state", "created_at"),
 )
 
@@ -276,4 +285,28 @@ signing_keys = Table(
     Column("lineage", LargeBinary),  # 0004
     Column("original_key_id", Text),  # 0004
     Column("rotation_min_sdk", Integer),  # 0004
+)
+
+# --- 0005: the outbox (wake-ups and domain events, delivered after commit), sequences ----------
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(20), nullable=False),  # "wake" | "event"
+    Column("topic", String(60), nullable=False),  # job kind woken, or the event's topic
+    Column("tenant_id", String(40)),
+    Column("subject_id", String(60), nullable=False),
+    Column("data", JSON, nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("dispatched_at", TS),
+    Index(None, "dispatched_at", "id"),
+)
+
+sequences = Table(
+    "sequences",
+    metadata,
+    Column("tenant_id", String(40), ForeignKey("tenants.id"), primary_key=True),
+    Column("name", String(100), primary_key=True),
+    Column("value", BigInteger, nullable=False),
 )

@@ -9,6 +9,16 @@ Signed URLs point at this server itself (``<public_url>/_blob/<token>``, served 
 ``local_http.py``; downloads at ``<download_url>/_blob/<token>`` when ``appyard serve`` runs
 the sendfile listener of ``local_sendfile.py``); a token is an HMAC-SHA256-signed, expiring
 description of one operation (put one object up to N bytes, put one part, get one object).
+
+A signed PUT is good for one upload: :meth:`LocalBlobStore.presign_put` opens a slot for the
+key (``root/slots/``), publishing the object closes it, and so does :meth:`delete` (a cancelled
+upload, a deleted build or key): a PUT without its slot is refused before a byte is read.
+The store reports each object a signed PUT published to its listener (core's arrivals).
+
+Multipart parts land in place in one data file (completing moves no bytes) when a part is
+sent for the first time; a part sent again is written beside it and copied over only when
+``complete`` names its ETag, so a part upload that breaks off never damages a stored part,
+and no part writes past its own slot.
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import os
 import re
 import secrets
@@ -30,12 +41,13 @@ from typing import Any, BinaryIO
 
 from appyard import errors
 from appyard.core.models import Part
-from appyard.core.ports import BlobInfo
+from appyard.core.ports import ArrivalListener, BlobInfo, SignedRequest
 from appyard.core.spool import HashedFile
 
 _KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._()+ \-]*(/[A-Za-z0-9_][A-Za-z0-9._()+ \-]*)*$")
 _UPLOAD_ID = re.compile(r"^[a-f0-9]{32}$")
 CHUNK = 1024 * 1024
+log = logging.getLogger("appyard.blob")
 
 
 @dataclass(frozen=True)
@@ -63,14 +75,18 @@ def etag_of(sha256_hex: str) -> str:
 
 
 class LocalBlobStore:
+    reports_arrivals = True
+
     def __init__(
         self, root: Path, *, public_url: str, secret: bytes, download_url: str = ""
     ) -> None:
         self.root = root.resolve()
         self.objects = self.root / "objects"
         self.multipart = self.root / "multipart"
-        self.objects.mkdir(parents=True, exist_ok=True)
-        self.multipart.mkdir(parents=True, exist_ok=True)
+        self.slots = self.root / "slots"
+        for folder in (self.objects, self.multipart, self.slots):
+            folder.mkdir(parents=True, exist_ok=True)
+        self._listeners: list[ArrivalListener] = []
         self.public_url = public_url.rstrip("/")
         self.download_url = (download_url or public_url).rstrip("/")
         self._secret = hashlib.sha256(b"appyard-local-blob-url\0" + secret).digest()
@@ -83,6 +99,26 @@ class LocalBlobStore:
         if not path.is_relative_to(self.objects):
             raise errors.BadRequest(f"Invalid object key {key!r}.")
         return path
+
+    def _slot(self, key: str) -> Path:
+        return self.slots / hashlib.sha256(key.encode()).hexdigest()
+
+    def has_slot(self, key: str) -> bool:
+        """Whether a signed PUT may still publish ``key``."""
+        return self._slot(key).exists()
+
+    # -- arrivals ----------------------------------------------------------------------------
+    def listen(self, listener: ArrivalListener) -> None:
+        self._listeners.append(listener)
+
+    def report(self, key: str, info: BlobInfo) -> None:
+        """An object a signed PUT published: tell the listeners (core's arrivals). A listener
+        that fails is logged; the object stays, and the upload sweep finds it."""
+        for listener in self._listeners:
+            try:
+                listener(key, info)
+            except Exception:
+                log.exception("blob.report_failed")
 
     def _part_dir(self, upload_id: str) -> Path:
         if not _UPLOAD_ID.match(upload_id):
@@ -131,22 +167,26 @@ class LocalBlobStore:
             raise errors.BlobNotFound("The object does not exist.")
         return grant, path
 
-    def presign_put(self, key: str, *, max_size: int, expires_in: int) -> str:
+    def presign_put(
+        self, key: str, *, max_size: int, expires_in: int, content_type: str | None = None
+    ) -> SignedRequest:
         self.path(key)
-        return self._sign({"o": "put", "k": key, "m": max_size}, expires_in)
+        self._slot(key).touch(mode=0o600)
+        url = self._sign({"o": "put", "k": key, "m": max_size}, expires_in)
+        headers = {"Content-Type": content_type} if content_type else {}
+        return SignedRequest(method="PUT", url=url, headers=headers)
 
     def presign_part(
         self, key: str, upload_id: str, part_number: int, *, max_size: int, expires_in: int
-    ) -> str:
+    ) -> SignedRequest:
         self._part_dir(upload_id)
         payload = {"o": "part", "k": key, "u": upload_id, "n": part_number, "m": max_size}
-        return self._sign(payload, expires_in)
+        return SignedRequest(method="PUT", url=self._sign(payload, expires_in))
 
-    def presign_get(self, key: str, *, file_name: str, expires_in: int) -> str:
+    def presign_get(self, key: str, *, file_name: str, expires_in: int) -> SignedRequest:
         self.path(key)
-        return self._sign(
-            {"o": "get", "k": key, "f": file_name}, expires_in, base=self.download_url
-        )
+        url = self._sign({"o": "get", "k": key, "f": file_name}, expires_in, base=self.download_url)
+        return SignedRequest(method="GET", url=url)
 
     # -- writing -----------------------------------------------------------------------------
     def write(self, key: str, chunks: Iterable[bytes]) -> BlobInfo:
@@ -178,16 +218,27 @@ class LocalBlobStore:
         path.unlink(missing_ok=True)
         return BlobInfo(key=key, size=size, etag=f'"{final.stat().st_ino:x}-{size:x}"')
 
-    def writer(self, key: str) -> StreamingWrite:
-        """An incremental writer for request bodies (see local_http); publish with commit()."""
-        return StreamingWrite(self.path(key))
+    def writer(self, key: str, *, limit: int) -> StreamingWrite:
+        """An incremental writer for a signed PUT's body (see local_http), refusing more than
+        ``limit`` bytes; publish with commit(). ``UploadGone`` when the PUT's slot is closed
+        (already used, or its upload cancelled), ``Conflict`` when the object exists."""
+        final = self.path(key)
+        if final.exists():
+            raise errors.Conflict("An object was already uploaded to this URL.")
+        if not self.has_slot(key):
+            raise errors.UploadGone(
+                "This upload URL was already used, or its upload was cancelled."
+            )
+        return StreamingWrite(final, limit=limit, slot=self._slot(key))
 
     def part_writer(self, upload_id: str, part_number: int, *, part_size: int) -> PartWrite:
         """Part ``part_number`` of a multipart upload whose parts are ``part_size`` bytes (the
-        last may be shorter): its bytes go straight to their place in the object's file."""
+        last may be shorter)."""
         folder = self._part_dir(upload_id)
         if not folder.is_dir():
-            raise errors.UploadNotFound("The multipart upload does not exist or was aborted.")
+            raise errors.UploadGone(
+                "The multipart upload was completed or aborted, or never existed."
+            )
         return PartWrite(folder, part_number, part_size)
 
     # -- multipart ---------------------------------------------------------------------------
@@ -212,6 +263,7 @@ class LocalBlobStore:
         folder = self._part_dir(upload_id)
         metas = {m.n: m for m in map(_PartMeta.read, folder.glob("*.json"))}
         offset = 0
+        chosen = []
         for part in parts:
             meta = metas.get(part.number)
             if meta is None or meta.etag != part.etag or meta.offset != offset:
@@ -219,8 +271,12 @@ class LocalBlobStore:
                     f"Part {part.number} is missing, changed, or not where the parts before it "
                     "end (every part but the last must be the full part size)."
                 )
+            chosen.append(meta)
             offset += meta.size
         data = folder / PartWrite.DATA
+        for meta in chosen:  # parts sent again were kept beside the data file: copy them over
+            if meta.file:
+                _copy_into(folder / meta.file, data, meta.offset)
         os.truncate(data, offset)
         final = self.path(key)
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -253,29 +309,50 @@ class LocalBlobStore:
 
     def delete(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)
+        self._slot(key).unlink(missing_ok=True)
 
     def check(self) -> None:
         """The directory was made when the store was opened: nothing to reach."""
 
 
+def _copy_into(source: Path, target: Path, offset: int) -> None:
+    with open(source, "rb") as src:
+        fd = os.open(target, os.O_WRONLY)
+        try:
+            at = offset
+            while chunk := src.read(CHUNK):
+                view = memoryview(chunk)
+                while view:
+                    done = os.pwrite(fd, view, at)
+                    view, at = view[done:], at + done
+        finally:
+            os.close(fd)
+
+
 class _Feed:
-    """A request body fed in pieces to a :class:`HashedFile`."""
+    """A request body fed in pieces to a :class:`HashedFile`, never past ``limit`` bytes."""
 
     file: HashedFile
+    limit: int
 
     @property
     def size(self) -> int:
         return self.file.size
 
     def feed(self, chunk: bytes) -> None:
+        if self.file.size + len(chunk) > self.limit:
+            raise errors.UploadTooLarge(f"The body is larger than the {self.limit} bytes allowed.")
         self.file.write(chunk)
 
 
 class StreamingWrite(_Feed):
-    """Bytes fed in pieces, hashed as they come, published atomically by :meth:`commit`."""
+    """Bytes fed in pieces, hashed as they come, published atomically by :meth:`commit`,
+    which closes the signed PUT's slot."""
 
-    def __init__(self, final: Path) -> None:
+    def __init__(self, final: Path, *, limit: int, slot: Path | None = None) -> None:
         self.final = final
+        self.limit = limit
+        self.slot = slot
         final.parent.mkdir(parents=True, exist_ok=True)
         self.file = HashedFile(final.parent / f".tmp-{secrets.token_hex(8)}")
 
@@ -290,6 +367,8 @@ class StreamingWrite(_Feed):
             raise errors.Conflict("An object was already uploaded to this URL.") from None
         finally:
             tmp.unlink(missing_ok=True)
+        if self.slot is not None:
+            self.slot.unlink(missing_ok=True)
         return BlobInfo(key=self.final.name, size=self.size, etag=etag_of(sha), sha256=sha)
 
     def discard(self) -> None:
@@ -302,34 +381,74 @@ class _PartMeta:
     size: int
     etag: str
     offset: int
+    file: str = ""  # a part sent again lives in this file beside the data file
 
     @classmethod
     def read(cls, path: Path) -> _PartMeta:
         data = json.loads(path.read_text())
-        return cls(int(data["n"]), int(data["size"]), str(data["etag"]), int(data["offset"]))
+        return cls(
+            int(data["n"]),
+            int(data["size"]),
+            str(data["etag"]),
+            int(data["offset"]),
+            str(data.get("file", "")),
+        )
 
 
 class PartWrite(_Feed):
-    """One multipart part, written in place into the upload's data file; :meth:`commit`
-    records its size and ETag beside it (a part sent again replaces both). Until then the
-    part does not exist: a broken part upload leaves only bytes that no part list names."""
+    """One multipart part. The first upload of a part writes in place into the upload's data
+    file (one writer at a time, held by a ``.writing`` marker); a part sent again, or while
+    another upload of it runs, is written to a file of its own, so the stored part stays as
+    it was until the new one is whole. :meth:`commit` records size, ETag and place beside it.
+    Until then the part does not exist: a broken part upload leaves nothing any part list
+    names."""
 
     DATA = "data"
 
     def __init__(self, folder: Path, number: int, part_size: int) -> None:
         self.folder = folder
         self.number = number
+        self.limit = part_size
         self.offset = (number - 1) * part_size
-        self.file = HashedFile(folder / self.DATA, at=self.offset)
+        self.meta_path = folder / f"{number:05d}.json"
+        self.marker = folder / f"{number:05d}.writing"
+        self.in_place = False
+        if not self.meta_path.exists():
+            try:
+                os.close(os.open(self.marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+                self.in_place = True
+            except FileExistsError:
+                pass
+        if self.in_place:
+            self.side = ""
+            self.file = HashedFile(folder / self.DATA, at=self.offset)
+        else:
+            self.side = f"{number:05d}-{secrets.token_hex(6)}.part"
+            self.file = HashedFile(folder / self.side)
 
     def commit(self) -> BlobInfo:
         sha = self.file.hexdigest()
         self.file.close()
-        meta = {"n": self.number, "size": self.size, "etag": etag_of(sha), "offset": self.offset}
+        earlier = _PartMeta.read(self.meta_path) if self.meta_path.exists() else None
+        meta = {
+            "n": self.number,
+            "size": self.size,
+            "etag": etag_of(sha),
+            "offset": self.offset,
+            "file": self.side,
+        }
         tmp = self.folder / f".{self.number:05d}-{secrets.token_hex(4)}.tmp"
         tmp.write_text(json.dumps(meta))
-        os.replace(tmp, self.folder / f"{self.number:05d}.json")
+        os.replace(tmp, self.meta_path)
+        if self.in_place:
+            self.marker.unlink(missing_ok=True)
+        if earlier is not None and earlier.file and earlier.file != self.side:
+            (self.folder / earlier.file).unlink(missing_ok=True)
         return BlobInfo(key=f"{self.number:05d}", size=self.size, etag=etag_of(sha), sha256=sha)
 
     def discard(self) -> None:
         self.file.close()
+        if self.in_place:
+            self.marker.unlink(missing_ok=True)
+        elif self.side:
+            (self.folder / self.side).unlink(missing_ok=True)

@@ -1,16 +1,17 @@
 """The HTTP side of the local blob store: the signed URLs it hands out are served here.
 
 ``PUT /_blob/<token>`` streams a request body to disk (hashing as it goes, never holding it in
-memory), refusing more bytes than the token allows; ``GET /_blob/<token>`` serves an object
-with a file response (Granian's ``pathsend``; ``local_sendfile.py`` serves the same GETs with
-``sendfile(2)`` on a port of its own). Errors are ``{"error": "..."}``.
+memory), refusing more bytes than the token allows (413, keeping nothing) and PUTs whose slot
+is closed (410: the URL was used, or its upload cancelled); a published object is reported to
+the store's listener. ``GET /_blob/<token>`` serves an object with a file response (Granian's
+``pathsend``; ``local_sendfile.py`` serves the same GETs with ``sendfile(2)`` on a port of its
+own). Errors are ``{"error": "..."}``.
 """
 
 from __future__ import annotations
 
 import logging
 import mimetypes
-from collections.abc import Callable
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -32,13 +33,11 @@ def media_type(file_name: str) -> str:
     return mimetypes.guess_type(file_name)[0] or "application/octet-stream"
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-def blob_app(store: LocalBlobStore, on_stored: Callable[[str], None]) -> Starlette:
-    """``on_stored(key)`` is called (in a worker thread) after a whole object is published."""
-
+def blob_app(store: LocalBlobStore) -> Starlette:
     async def put(request: Request) -> Response:
         try:
             grant = store.verify(request.path_params["token"])
@@ -48,24 +47,19 @@ def blob_app(store: LocalBlobStore, on_stored: Callable[[str], None]) -> Starlet
             if declared is not None and declared.isdigit() and int(declared) > grant.max_size:
                 return _error(413, f"The body is larger than the {grant.max_size} bytes allowed.")
             writer: StreamingWrite | PartWrite = (
-                store.writer(grant.key)
+                store.writer(grant.key, limit=grant.max_size)
                 if grant.op == "put"
                 else store.part_writer(grant.upload_id, grant.part_number, part_size=grant.max_size)
             )
-            if grant.op == "put" and store.stat(grant.key) is not None:
-                writer.discard()
-                return _error(409, "An object was already uploaded to this URL.")
         except errors.AppyardError as exc:
             return _error(exc.status, exc.message)
         try:
             async for chunk in request.stream():
                 writer.feed(chunk)
-                if writer.size > grant.max_size:
-                    writer.discard()
-                    return _error(
-                        413, f"The body is larger than the {grant.max_size} bytes allowed."
-                    )
             info = writer.commit()
+        except errors.UploadTooLarge as exc:
+            writer.discard()
+            return _error(413, exc.message)
         except errors.AppyardError as exc:
             writer.discard()
             return _error(exc.status, exc.message)
@@ -74,7 +68,7 @@ def blob_app(store: LocalBlobStore, on_stored: Callable[[str], None]) -> Starlet
             raise
         if grant.op == "put":
             log.info("blob.stored bytes=%d", info.size)
-            await run_in_threadpool(on_stored, grant.key)
+            await run_in_threadpool(store.report, grant.key, info)
         return Response(status_code=200, headers={"ETag": info.etag})
 
     async def get(request: Request) -> Response:
@@ -85,12 +79,12 @@ def blob_app(store: LocalBlobStore, on_stored: Callable[[str], None]) -> Starlet
         return FileResponse(path, filename=grant.file_name, media_type=media_type(grant.file_name))
 
     async def other(request: Request) -> Response:
-        return _error(405, "Method not allowed.")
+        return _error(405, "Method not allowed.", {"Allow": "GET, HEAD, PUT"})
 
     return Starlette(
         routes=[
             Route("/{token}", put, methods=["PUT"]),
             Route("/{token}", get, methods=["GET", "HEAD"]),
-            Route("/{token}", other, methods=["POST", "DELETE", "PATCH"]),
+            Route("/{token}", other, methods=["POST", "DELETE", "PATCH", "OPTIONS"]),
         ]
     )

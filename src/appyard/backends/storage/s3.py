@@ -52,7 +52,7 @@ from botocore.exceptions import ClientError
 
 from appyard import errors
 from appyard.core.models import Part
-from appyard.core.ports import BlobInfo
+from appyard.core.ports import ArrivalListener, BlobInfo, SignedRequest
 
 MIB = 1024 * 1024
 MIN_PART_SIZE = 5 * MIB  # S3: every part but the last
@@ -128,6 +128,8 @@ class S3BlobStore:
     One boto3 client (thread-safe) is made here and kept, so presigning N part URLs is local
     CPU work only (no request to the store, no client set-up per URL).
     """
+
+    reports_arrivals = False  # presigned PUTs reach the store directly: core sweeps
 
     def __init__(
         self,
@@ -223,24 +225,36 @@ class S3BlobStore:
         )
         return str(url)
 
-    def presign_put(self, key: str, *, max_size: int, expires_in: int) -> str:
-        """A presigned PUT. ``max_size`` cannot be enforced by S3: check :meth:`stat` after."""
-        return self._presign("put_object", {"Key": self.object_name(key)}, expires_in)
+    def listen(self, listener: ArrivalListener) -> None:
+        """S3 does not call back; arrivals are found by core's sweep."""
+
+    def presign_put(
+        self, key: str, *, max_size: int, expires_in: int, content_type: str | None = None
+    ) -> SignedRequest:
+        """A presigned PUT (with a signed Content-Type when given). ``max_size`` cannot be
+        enforced by S3: core checks the object's size when it arrives."""
+        params: dict[str, Any] = {"Key": self.object_name(key)}
+        headers = {}
+        if content_type:
+            params["ContentType"] = content_type
+            headers["Content-Type"] = content_type
+        url = self._presign("put_object", params, expires_in)
+        return SignedRequest(method="PUT", url=url, headers=headers)
 
     def presign_part(
         self, key: str, upload_id: str, part_number: int, *, max_size: int, expires_in: int
-    ) -> str:
+    ) -> SignedRequest:
         params = {"Key": self.object_name(key), "UploadId": upload_id, "PartNumber": part_number}
-        return self._presign("upload_part", params, expires_in)
+        return SignedRequest(method="PUT", url=self._presign("upload_part", params, expires_in))
 
-    def presign_get(self, key: str, *, file_name: str, expires_in: int) -> str:
+    def presign_get(self, key: str, *, file_name: str, expires_in: int) -> SignedRequest:
         extension = file_name.rsplit(".", 1)[-1].lower()
         params = {
             "Key": self.object_name(key),
             "ResponseContentDisposition": _content_disposition(file_name),
             "ResponseContentType": _CONTENT_TYPES.get(extension, "application/octet-stream"),
         }
-        return self._presign("get_object", params, expires_in)
+        return SignedRequest(method="GET", url=self._presign("get_object", params, expires_in))
 
     # -- multipart ---------------------------------------------------------------------------
     def create_multipart(self, key: str) -> str:

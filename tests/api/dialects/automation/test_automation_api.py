@@ -111,7 +111,7 @@ def test_build_records_identity_of_the_artifact(
     client.put(ticket["upload_url"], content=RELEASE_APK.read_bytes())
     work(runtime)
     with runtime.services.uow() as uow:
-        build = uow.builds.get_by_start(tenant.tenant_id, int(ticket["job_id"]))
+        build = uow.builds.get_by_number(tenant.tenant_id, int(ticket["job_id"]))
     assert build is not None
     assert build.identifier == "org.appyard.fixture"
     assert build.version_code == "1" and build.version_name == "1.0.0"
@@ -344,7 +344,8 @@ def test_unknown_and_invalid_job_ids(client: TestClient, tenant: TenantKey) -> N
 
 def test_wrong_method_is_405_json(client: TestClient, tenant: TenantKey) -> None:
     r = client.get("/automate/upload", headers=auth(tenant.key))
-    assert r.status_code == 405 and r.json() == {"error": "Method not allowed."}
+    assert r.status_code == 405 and r.json() == {"error": "Method not allowed: use POST."}
+    assert r.headers["allow"] == "POST"
     r = client.delete("/automate/status/123", headers=auth(tenant.key))
     assert r.status_code == 405
 
@@ -417,7 +418,7 @@ def test_signed_upload_url_rejects_tampering_and_expiry(
 def test_signed_url_expires(runtime: Runtime, tenant: TenantKey) -> None:
     store = runtime.local_store
     assert store is not None
-    url = store.presign_put("t/k.apk", max_size=10, expires_in=3600)
+    url = store.presign_put("t/k.apk", max_size=10, expires_in=3600).url
     token = url.rsplit("/", 1)[1]
     import time
 
@@ -518,7 +519,7 @@ def test_multipart_upload_complete_and_process(
     done = status(client, tenant.key, ticket["job_id"]).json()
     assert done["status"] == "completed", done.get("error_message")
     with small_parts.services.uow() as uow:
-        build = uow.builds.get_by_start(tenant.tenant_id, int(ticket["job_id"]))
+        build = uow.builds.get_by_number(tenant.tenant_id, int(ticket["job_id"]))
     assert build is not None and build.sha256 == hashlib.sha256(data).hexdigest()
 
 
@@ -557,7 +558,7 @@ def test_abort_discards_parts(client: TestClient, small_parts: Runtime, tenant: 
     )
     assert r.status_code == 200
     assert store.list_parts(ticket["file_path"], ticket["upload_id"]) == []
-    assert client.put(ticket["part_urls"][1], content=b"x").status_code == 404
+    assert client.put(ticket["part_urls"][1], content=b"x").status_code == 410
     body = status(client, tenant.key, ticket["job_id"]).json()
     assert body["status"] == "failed" and "aborted" in body["error_message"]
     r = client.post(

@@ -493,13 +493,15 @@ def test_in_progress_builds_older_than_the_worker_timeout_are_marked_failed(
     clock.advance(minutes=59)
     assert build_of(client, me, ticket["start_time"])["success"] is None
     clock.advance(minutes=2)
+    assert history(client, me)["results"][0]["success"] is None  # reading changes nothing
+    Worker(runtime.services).sweep()
     page = history(client, me)
     build = page["results"][0]
     assert build["success"] is False and "worker timeout" in build["error_message"]
     assert page["still_waiting"] is False
     assert not work(runtime)  # its job was failed too: no worker picks it up later
     with runtime.services.uow() as uow:
-        stored = uow.builds.get_by_start(me.tenant_id, ticket["start_time"])
+        stored = uow.builds.get_by_number(me.tenant_id, ticket["start_time"])
         assert stored is not None
         assert {j.state for j in uow.jobs.for_build(stored.id)} == {JobState.FAILED}
 
@@ -514,6 +516,7 @@ def test_a_build_a_live_worker_holds_is_not_timed_out(
     with runtime.services.uow() as uow:
         assert jobs.claim(uow, clock, owner="busy-worker", lease_seconds=60) is not None
         uow.commit()
+    Worker(runtime.services).sweep()
     assert build_of(client, me, ticket["start_time"])["success"] is None
 
 
@@ -667,7 +670,7 @@ def test_delete_build_removes_the_output_and_keeps_the_row(
     ticket = uploaded(client, runtime, me)
     build = build_of(client, me, ticket["start_time"])
     with runtime.services.uow() as uow:
-        stored = uow.builds.get_by_start(me.tenant_id, ticket["start_time"])
+        stored = uow.builds.get_by_number(me.tenant_id, ticket["start_time"])
     assert stored is not None and stored.output_key is not None
     store = runtime.services.store
     assert store.stat(stored.output_key) is not None
@@ -686,7 +689,7 @@ def test_delete_build_removes_the_output_and_keeps_the_row(
 def test_a_build_still_processing_cannot_be_deleted(
     client: TestClient, runtime: Runtime, me: Caller
 ) -> None:
-    ticket = request_upload(client, me).json()
+    ticket = uploaded(client, runtime, me, process=False)  # queued: a worker may take it
     build = build_of(client, me, ticket["start_time"])
     failed(call(client, me, "delete_application_build", named(build)), 409, "build.processing")
 

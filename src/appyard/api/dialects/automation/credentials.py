@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
+from appyard.api.kit import bearer
 from appyard.core.identity import Credential, parse_key_pair
 from appyard.core.models import TokenKind
 
+MISSING = "Missing or malformed automation key: send Authorization: Bearer <key_id>:<key_secret>."
+
 
 def extract(request: Request) -> Credential | None:
-    header = request.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "bearer" or not value.strip():
-        return None
-    return parse_key_pair(TokenKind.AUTOMATION, value)
+    value = bearer(request)
+    return parse_key_pair(value, TokenKind.AUTOMATION) if value else None

@@ -1,50 +1,38 @@
 """The automation API, paths verbatim: request an upload URL, complete/abort multipart,
 poll status, get a signed download URL. Each route: vendor request -> one core call ->
-vendor response. Mounted at ``/automate``."""
+vendor response. The vendor's ``job_id`` is the build's number."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI
 
-from appyard import errors as core_errors
-from appyard.api.deps import services, transaction
-from appyard.api.dialects.automation import credentials, errors
+from appyard import errors
+from appyard.api.dialects.automation import credentials
 from appyard.api.dialects.automation.schemas import AbortRequest, CompleteRequest, UploadRequest
-from appyard.core import builds, identity, uploads
-from appyard.core.context import Services
-from appyard.core.models import Build, BuildStatus, Principal
+from appyard.api.kit import Svc, authenticator
+from appyard.core import arrivals, builds
+from appyard.core.models import Actor, Build, BuildStatus
 
-Svc = Annotated[Services, Depends(services)]
-
-
-def authenticated(request: Request, svc: Svc) -> Principal:
-    credential = credentials.extract(request)
-    if credential is None:
-        raise core_errors.InvalidCredential(
-            "Missing or malformed automation key: send Authorization: Bearer <key_id>:<key_secret>."
-        )
-    with transaction(svc) as uow:
-        return identity.authenticate(uow, svc.clock, credential)
-
-
-Caller = Annotated[Principal, Depends(authenticated)]
+SOURCE = "automation"
+Caller = Annotated[Actor, Depends(authenticator(credentials.extract, credentials.MISSING))]
 
 
 def _epoch(build: Build, attr: str) -> int:
     return int(getattr(build, attr).timestamp())
 
 
-def _job_id(value: str) -> int:
-    if not value.isdigit() or len(value) > 18:
-        raise core_errors.InvalidField("Invalid job ID.", field="jobId")
+def job_number(value: str) -> int:
+    """A job id as the spec has it: ASCII digits only."""
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:
+        raise errors.InvalidField("Invalid job ID.", field="jobId")
     return int(value)
 
 
 def status_body(build: Build) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "job_id": str(build.start_time),
+        "job_id": str(build.number),
         "status": build.status.value,
         "platform": build.platform.value,
         "version": build.config_version.value,
@@ -59,15 +47,11 @@ def status_body(build: Build) -> dict[str, Any]:
     return body
 
 
-def create_app(svc: Services) -> FastAPI:
-    app = FastAPI(title="appyard automation API", docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.services = svc
-    errors.install(app)
-
+def routes(app: FastAPI) -> None:
     @app.post("/upload")
     def request_upload(body: UploadRequest, caller: Caller, svc: Svc) -> dict[str, Any]:
-        with transaction(svc) as uow:
-            ticket = uploads.request(
+        with svc.transaction() as uow:
+            made = builds.request_upload(
                 uow,
                 svc.clock,
                 svc.store,
@@ -78,80 +62,67 @@ def create_app(svc: Services) -> FastAPI:
                 version=body.version,
                 file_size=body.file_size,
                 signing_key_id=body.signing_key_id,
+                source=SOURCE,
             )
+        build, ticket = made.build, made.ticket
         common = {
             "file_path": ticket.upload.key,
-            "start_time": _epoch(ticket.build, "created_at"),
+            "start_time": _epoch(build, "created_at"),
             "expires_in": ticket.expires_in,
-            "signing_key_id": ticket.build.signing_key_id,
-            "job_id": str(ticket.build.start_time),
+            "signing_key_id": build.signing_key_id,
+            "job_id": str(build.number),
         }
         if ticket.upload.multipart:
             return {
                 "multipart": True,
                 "upload_id": ticket.upload.store_upload_id,
-                "part_urls": list(ticket.part_urls),
+                "part_urls": [part.url for part in ticket.parts],
                 "chunk_size": ticket.upload.chunk_size,
                 "total_parts": ticket.upload.total_parts,
                 **common,
             }
-        return {"url": ticket.upload_url, "upload_url": ticket.upload_url, **common}
+        assert ticket.put is not None
+        return {"url": ticket.put.url, "upload_url": ticket.put.url, **common}
 
     @app.post("/upload/complete")
     def complete(body: CompleteRequest, caller: Caller, svc: Svc) -> dict[str, Any]:
-        with transaction(svc) as uow:
-            job_id = uploads.complete_multipart(
+        with svc.transaction() as uow:
+            upload = arrivals.complete_multipart(
+                svc,
                 uow,
-                svc.clock,
-                svc.store,
                 caller,
                 file_path=body.file_path,
                 upload_id=body.upload_id,
                 parts=[(p.PartNumber, p.ETag) for p in body.parts],
             )
-            build = uploads.build_of(uow, key=body.file_path)
-        svc.queue.notify(job_id)
-        return {
-            "job_id": str(build.start_time),
-            "file_path": body.file_path,
-            "status": "processing",
-        }
+            build = builds.get(uow, caller, build_id=upload.subject_id)
+        return {"job_id": str(build.number), "file_path": body.file_path, "status": "processing"}
 
     @app.post("/upload/abort")
     def abort(body: AbortRequest, caller: Caller, svc: Svc) -> dict[str, Any]:
-        with transaction(svc) as uow:
-            uploads.abort_multipart(
-                uow,
-                svc.clock,
-                svc.store,
-                caller,
-                file_path=body.file_path,
-                upload_id=body.upload_id,
+        with svc.transaction() as uow:
+            upload = arrivals.abort(
+                svc, uow, caller, file_path=body.file_path, upload_id=body.upload_id
             )
-            build = uploads.build_of(uow, key=body.file_path)
-        return {"job_id": str(build.start_time), "file_path": body.file_path, "aborted": True}
+            build = builds.get(uow, caller, build_id=upload.subject_id)
+        return {"job_id": str(build.number), "file_path": body.file_path, "aborted": True}
 
     @app.get("/status/{job_id}")
     def status(job_id: str, caller: Caller, svc: Svc) -> dict[str, Any]:
-        with transaction(svc) as uow:
-            build, queued = builds.status(
-                uow, svc.clock, svc.store, caller, start_time=_job_id(job_id)
-            )
-        if queued:
-            svc.queue.notify(queued)
+        with svc.uow() as uow:
+            build = builds.by_number(uow, caller, number=job_number(job_id))
         return status_body(build)
 
     @app.get("/download/{job_id}")
     def download(job_id: str, caller: Caller, svc: Svc) -> dict[str, Any]:
-        with transaction(svc) as uow:
+        with svc.uow() as uow:
+            build = builds.by_number(uow, caller, number=job_number(job_id))
             result = builds.download(
-                uow, svc.store, caller, start_time=_job_id(job_id), url_ttl=svc.policy.url_ttl
+                uow, svc.store, caller, build_id=build.id, url_ttl=svc.policy.url_ttl
             )
         return {
-            "job_id": str(result.build.start_time),
-            "file_name": result.build.file_name,
+            "job_id": str(build.number),
+            "file_name": build.file_name,
             "download_url": result.url,
             "expires_in": result.expires_in,
         }
-
-    return app

@@ -1,4 +1,4 @@
-"""Request and response bodies of the automation API, with the vendor's field names
+"""Request bodies of the automation API, with the vendor's field names
 (../shared/specs/protection-automation-api.txt)."""
 
 from __future__ import annotations
@@ -29,4 +29,4 @@ class CompleteRequest(BaseModel):
 
 class AbortRequest(BaseModel):
     file_path: str
-    upload_id: str
+    upload_id: str | None = None  # appyard: a single-part upload is aborted by its file_path

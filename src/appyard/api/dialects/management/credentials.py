@@ -1,5 +1,5 @@
 """Management credentials: ``Authorization: Bearer <base64(key_id:key_secret)>`` plus a
-``tenant`` header naming the token's tenant (core checks it: authenticate_in_tenant)."""
+``tenant`` header naming the token's tenant (core checks it)."""
 
 from __future__ import annotations
 
@@ -8,23 +8,24 @@ import binascii
 
 from starlette.requests import Request
 
+from appyard.api.kit import bearer
 from appyard.core.identity import Credential, parse_key_pair
 from appyard.core.models import TokenKind
 
+MISSING = (
+    "Missing or malformed management token: send Authorization: Bearer "
+    "<base64(key_id:key_secret)> and a tenant header."
+)
+
 
 def extract(request: Request) -> Credential | None:
-    header = request.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "bearer" or not value.strip() or len(value) > 1024:
+    value = bearer(request)
+    if value is None or len(value) > 1024:
         return None
     try:
-        raw = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+        raw = base64.b64decode(value, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
         return None
     if not raw.isprintable():
         return None
-    return parse_key_pair(TokenKind.MANAGEMENT, raw)
-
-
-def tenant(request: Request) -> str:
-    return request.headers.get("tenant", "")
+    return parse_key_pair(raw, TokenKind.MANAGEMENT, tenant=request.headers.get("tenant", ""))

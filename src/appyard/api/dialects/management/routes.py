@@ -1,21 +1,21 @@
 """The management API, paths verbatim (all POST with a JSON body): applications, build history,
 upload URLs, multipart complete/abort, download and delete of builds, signing keys, and the
 legacy per-application signing file. Each route: vendor request -> core call(s) in one
-transaction -> vendor response. Mounted at ``/frontend``.
+transaction -> vendor response.
 
-"Permission: Builds" in the spec is the ``builds`` token scope (a token without scopes has
-every permission); "Plan: Team+" is checked by core (signing_keys.require_plan).
+The vendor names a build by four parts (version, platform, ``start_time``, file name): the
+``start_time`` is the build's number, and the other three must match it (:func:`named`).
+"Permission: Builds" is the ``builds`` token scope and "Plan: Team+" the signing-key plan,
+both checked by core.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI
 
-from appyard import errors as core_errors
-from appyard.api.deps import services, transaction
-from appyard.api.dialects.management import credentials, errors
+from appyard.api.dialects.management import credentials
 from appyard.api.dialects.management.schemas import (
     AbortRequest,
     BuildsRequest,
@@ -30,49 +30,41 @@ from appyard.api.dialects.management.schemas import (
     UploadRequest,
     UploadSigningKey,
 )
-from appyard.core import apps, builds, identity, signing_keys, uploads
-from appyard.core.context import Services
-from appyard.core.models import Build, BuildStatus, KeyState, Platform, Principal, SigningKey
+from appyard.api.kit import Svc, authenticator
+from appyard.core import apps, arrivals, builds, signing_keys, uploads
+from appyard.core.models import Actor, Build, BuildStatus, KeyState, Platform, SigningKey
+from appyard.core.ports import UnitOfWork
 
-Svc = Annotated[Services, Depends(services)]
-
-
-def authenticated(request: Request, svc: Svc) -> Principal:
-    credential = credentials.extract(request)
-    if credential is None:
-        raise core_errors.InvalidCredential(
-            "Missing or malformed management token: send Authorization: Bearer "
-            "<base64(key_id:key_secret)> and a tenant header."
-        )
-    with transaction(svc) as uow:
-        return identity.authenticate_in_tenant(
-            uow, svc.clock, credential, tenant=credentials.tenant(request)
-        )
+SOURCE = "management"
+Caller = Annotated[Actor, Depends(authenticator(credentials.extract, credentials.MISSING))]
 
 
-Caller = Annotated[Principal, Depends(authenticated)]
+# --- the vendor's build names ---------------------------------------------------------------------
 
 
-def with_builds_permission(caller: Caller) -> Principal:
-    identity.require_scope(caller, identity.SCOPE_BUILDS, label="Builds")
-    return caller
-
-
-Builder = Annotated[Principal, Depends(with_builds_permission)]
-
-
-def on_signing_plan(caller: Caller, svc: Svc) -> Principal:
-    with transaction(svc) as uow:
-        signing_keys.require_plan(uow, tenant_id=caller.tenant_id)
-    return caller
-
-
-def on_signing_plan_with_builds(caller: Builder, svc: Svc) -> Principal:
-    return on_signing_plan(caller, svc)
-
-
-TeamReader = Annotated[Principal, Depends(on_signing_plan)]
-TeamBuilder = Annotated[Principal, Depends(on_signing_plan_with_builds)]
+def named(
+    uow: UnitOfWork,
+    caller: Actor,
+    *,
+    version: str | None,
+    platform: str,
+    start_time: int,
+    file_name: str,
+) -> Build:
+    """The caller's build named the way build history shows it; deleted ones included."""
+    ver = uploads.parse_version(version) if version is not None else None
+    plat = uploads.parse_platform(platform)
+    name = uploads.base_name(file_name)
+    build = uow.builds.get_by_number(caller.tenant, start_time)
+    if (
+        build is None
+        or (ver is not None and build.config_version is not ver)
+        or build.platform is not plat
+        or build.file_name != name
+    ):
+        what = f"{plat.value} {ver.value}" if ver is not None else plat.value
+        raise builds.BuildNotFound(f"No {what} build with start_time {start_time} named {name!r}.")
+    return build
 
 
 # --- responses -----------------------------------------------------------------------------------
@@ -101,7 +93,7 @@ def _status_message(build: Build) -> str:
 def build_body(build: Build, keys: dict[str, SigningKey]) -> dict[str, Any]:
     key = keys.get(build.signing_key_id) if build.signing_key_id else None
     return {
-        "start_time": build.start_time,
+        "start_time": build.number,
         "end_time": None if build.status is BuildStatus.PROCESSING else _epoch(build.updated_at),
         "version": build.config_version.value,
         "name": build.file_name,
@@ -132,21 +124,17 @@ def key_body(key: SigningKey) -> dict[str, Any]:
     }
 
 
-def create_app(svc: Services) -> FastAPI:
-    app = FastAPI(title="appyard management API", docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.services = svc
-    errors.install(app)
-
+def routes(app: FastAPI) -> None:
     # --- applications and builds -----------------------------------------------------------
 
     @app.post("/get_applications")
     def get_applications(caller: Caller, svc: Svc, body: Empty | None = None) -> dict[str, Any]:
-        with transaction(svc) as uow:
+        with svc.uow() as uow:
             summaries = apps.list_apps(uow, caller)
         return {
             "applications": [
                 {
-                    "platform": s.app.platform.value,
+                    "platform": s.app.platform.value if s.app.platform else None,
                     "build_version": s.latest.version_name if s.latest else None,
                     "build_id": s.app.identifier,
                     "build_name": s.app.name,
@@ -160,18 +148,15 @@ def create_app(svc: Services) -> FastAPI:
 
     @app.post("/get_application_builds")
     def get_application_builds(body: BuildsRequest, caller: Caller, svc: Svc) -> dict[str, Any]:
-        with transaction(svc) as uow:
-            page = builds.history(
+        with svc.uow() as uow:
+            page = builds.page(
                 uow,
                 svc.clock,
-                svc.store,
                 caller,
                 version=body.version,
                 page=body.page,
                 page_size=body.page_size,
             )
-        for job_id in page.queued:
-            svc.queue.notify(job_id)
         return {
             "results": [build_body(b, page.keys) for b in page.builds],
             "total_count": page.total,
@@ -184,9 +169,9 @@ def create_app(svc: Services) -> FastAPI:
         }
 
     @app.post("/upload_application_build")
-    def upload_application_build(body: UploadRequest, caller: Builder, svc: Svc) -> dict[str, Any]:
-        with transaction(svc) as uow:
-            ticket = builds.request_upload(
+    def upload_application_build(body: UploadRequest, caller: Caller, svc: Svc) -> dict[str, Any]:
+        with svc.transaction() as uow:
+            made = builds.request_upload(
                 uow,
                 svc.clock,
                 svc.store,
@@ -197,110 +182,104 @@ def create_app(svc: Services) -> FastAPI:
                 version=body.version,
                 file_size=body.file_size,
                 signing_key_id=body.signing_key_id,
+                source=SOURCE,
             )
+        build, ticket = made.build, made.ticket
         common = {
             "file_path": ticket.upload.key,
-            "start_time": ticket.build.start_time,
+            "start_time": build.number,
             "expires_in": ticket.expires_in,
-            "signing_key_id": ticket.build.signing_key_id,
+            "signing_key_id": build.signing_key_id,
         }
         if ticket.upload.multipart:
             return {
                 "multipart": True,
                 "upload_id": ticket.upload.store_upload_id,
-                "part_urls": list(ticket.part_urls),
+                "part_urls": [part.url for part in ticket.parts],
                 "chunk_size": ticket.upload.chunk_size,
                 "total_parts": ticket.upload.total_parts,
                 **common,
             }
-        return {"url": ticket.upload_url, **common}
+        assert ticket.put is not None
+        return {"url": ticket.put.url, **common}
 
     @app.post("/complete_multipart_upload")
     def complete_multipart_upload(
-        body: CompleteRequest, caller: Builder, svc: Svc
+        body: CompleteRequest, caller: Caller, svc: Svc
     ) -> dict[str, Any]:
-        with transaction(svc) as uow:
-            job_id = uploads.complete_multipart(
+        with svc.transaction() as uow:
+            arrivals.complete_multipart(
+                svc,
                 uow,
-                svc.clock,
-                svc.store,
                 caller,
                 file_path=body.file_path,
                 upload_id=body.upload_id,
                 parts=[(p.PartNumber, p.ETag) for p in body.parts],
             )
-        if job_id:
-            svc.queue.notify(job_id)
         return {"message": "Upload completed successfully"}
 
     @app.post("/abort_multipart_upload")
-    def abort_multipart_upload(body: AbortRequest, caller: Builder, svc: Svc) -> dict[str, Any]:
-        with transaction(svc) as uow:
-            uploads.abort_multipart(
-                uow,
-                svc.clock,
-                svc.store,
-                caller,
-                file_path=body.file_path,
-                upload_id=body.upload_id,
-            )
+    def abort_multipart_upload(body: AbortRequest, caller: Caller, svc: Svc) -> dict[str, Any]:
+        with svc.transaction() as uow:
+            arrivals.abort(svc, uow, caller, file_path=body.file_path, upload_id=body.upload_id)
         return {"message": "Upload aborted successfully"}
 
     @app.post("/download_application_build")
     def download_application_build(body: NamedBuild, caller: Caller, svc: Svc) -> dict[str, Any]:
-        with transaction(svc) as uow:
-            result = builds.download_named(
+        with svc.uow() as uow:
+            build = named(
                 uow,
-                svc.store,
                 caller,
                 version=body.version,
                 platform=body.platform,
                 start_time=body.start_time,
                 file_name=body.file_name,
-                url_ttl=svc.policy.url_ttl,
+            )
+            result = builds.download(
+                uow, svc.store, caller, build_id=build.id, url_ttl=svc.policy.url_ttl
             )
         return {"url": result.url}
 
     @app.post("/delete_application_build")
-    def delete_application_build(body: NamedBuild, caller: Builder, svc: Svc) -> dict[str, Any]:
-        with transaction(svc) as uow:
-            builds.delete_named(
+    def delete_application_build(body: NamedBuild, caller: Caller, svc: Svc) -> dict[str, Any]:
+        builds.may_change(caller)
+        with svc.transaction() as uow:
+            build = named(
                 uow,
-                svc.store,
                 caller,
                 version=body.version,
                 platform=body.platform,
                 start_time=body.start_time,
                 file_name=body.file_name,
             )
+            builds.delete(svc, uow, caller, build_id=build.id)
         return {"success": True}
 
     @app.post("/delete_application")
-    def delete_application(body: DeleteApplication, caller: Builder, svc: Svc) -> dict[str, Any]:
-        with transaction(svc) as uow:
-            apps.delete(uow, svc.clock, caller, app_id=body.application_id)
+    def delete_application(body: DeleteApplication, caller: Caller, svc: Svc) -> dict[str, Any]:
+        with svc.transaction() as uow:
+            apps.delete(uow, svc.clock, svc.store, caller, app_id=body.application_id)
         return {"success": True}
 
     # --- signing keys (Team+) --------------------------------------------------------------
 
     @app.post("/get_signing_keys")
-    def get_signing_keys(caller: TeamReader, svc: Svc, body: Empty | None = None) -> dict[str, Any]:
-        with transaction(svc) as uow:
-            signing_keys.notice_pending(
-                uow, svc.clock, svc.sealer(), svc.store, tenant_id=caller.tenant_id
-            )
-            keys = signing_keys.managed_keys(uow, tenant_id=caller.tenant_id)
+    def get_signing_keys(caller: Caller, svc: Svc, body: Empty | None = None) -> dict[str, Any]:
+        with svc.uow() as uow:
+            tenant_id = signing_keys.managing(uow, caller, write=False)
+            keys = signing_keys.managed_keys(uow, tenant_id=tenant_id)
         return {"signing_keys": [key_body(k) for k in keys]}
 
     @app.post("/upload_signing_key")
-    def upload_signing_key(body: UploadSigningKey, caller: TeamBuilder, svc: Svc) -> dict[str, Any]:
-        with transaction(svc) as uow:
-            key, url = signing_keys.request_upload(
+    def upload_signing_key(body: UploadSigningKey, caller: Caller, svc: Svc) -> dict[str, Any]:
+        with svc.transaction() as uow:
+            key, request = signing_keys.request_upload(
                 uow,
                 svc.clock,
                 svc.sealer(),
                 svc.store,
-                tenant_id=caller.tenant_id,
+                svc.policy,
+                caller,
                 name=body.key_name,
                 platform=uploads.parse_platform(body.platform),
                 file_name=body.file_name,
@@ -308,64 +287,62 @@ def create_app(svc: Services) -> FastAPI:
                 alias=body.alias,
                 file_size=body.file_size,
                 make_default=body.is_default,
-                created_by=caller.token_id,
-                url_ttl=svc.policy.url_ttl,
             )
-        return {"key_id": key.id, "url": url}
+        return {"key_id": key.id, "url": request.url}
 
     @app.post("/set_default_signing_key")
-    def set_default_signing_key(
-        body: SetDefaultKey, caller: TeamBuilder, svc: Svc
-    ) -> dict[str, Any]:
-        with transaction(svc) as uow:
+    def set_default_signing_key(body: SetDefaultKey, caller: Caller, svc: Svc) -> dict[str, Any]:
+        with svc.transaction() as uow:
             signing_keys.set_platform_default(
                 uow,
-                tenant_id=caller.tenant_id,
+                tenant_id=signing_keys.managing(uow, caller, write=True),
                 platform=uploads.parse_platform(body.platform),
                 key_id=body.key_id,
             )
         return {"success": True}
 
     @app.post("/delete_signing_key")
-    def delete_signing_key(body: KeyRef, caller: TeamBuilder, svc: Svc) -> dict[str, Any]:
-        with transaction(svc) as uow:
-            signing_keys.delete(uow, tenant_id=caller.tenant_id, key_id=body.key_id)
+    def delete_signing_key(body: KeyRef, caller: Caller, svc: Svc) -> dict[str, Any]:
+        with svc.transaction() as uow:
+            signing_keys.delete(
+                uow,
+                svc.store,
+                tenant_id=signing_keys.managing(uow, caller, write=True),
+                key_id=body.key_id,
+            )
         return {"success": True}
 
     # --- the legacy per-application signing file (Team+) -----------------------------------
 
     @app.post("/upload_code_signing_file")
-    def upload_code_signing_file(
-        body: CodeSigningFile, caller: TeamBuilder, svc: Svc
-    ) -> dict[str, Any]:
-        with transaction(svc) as uow:
-            url = apps.request_signing_file(
+    def upload_code_signing_file(body: CodeSigningFile, caller: Caller, svc: Svc) -> dict[str, Any]:
+        with svc.transaction() as uow:
+            request = apps.request_signing_file(
                 uow,
                 svc.clock,
                 svc.sealer(),
                 svc.store,
+                svc.policy,
                 caller,
                 app_id=body.application_id,
                 platform=body.platform,
                 password=body.password,
                 alias=body.alias,
                 file_name=None,
-                url_ttl=svc.policy.url_ttl,
             )
-        return {"url": url}
+        return {"url": request.url}
 
     @app.post("/sign_application_build")
-    def sign_application_build(body: SignBuild, caller: TeamBuilder, svc: Svc) -> dict[str, Any]:
-        with transaction(svc) as uow:
-            job_id = builds.sign_named(
+    def sign_application_build(body: SignBuild, caller: Caller, svc: Svc) -> dict[str, Any]:
+        with svc.transaction() as uow:
+            builds.may_resign(uow, caller)
+            build = named(
                 uow,
-                svc.clock,
                 caller,
+                version=None,
                 platform=body.platform,
-                file_name=body.name,
                 start_time=body.start_time,
+                file_name=body.name,
             )
-        svc.queue.notify(job_id)
+            builds.resign(uow, svc.clock, caller, build_id=build.id)
         return {"success": True, "message": "Build queued for signing"}
-
-    return app

@@ -57,7 +57,7 @@ class CompleteRequest(Body):
 
 class AbortRequest(Body):
     file_path: Path
-    upload_id: Text
+    upload_id: Text | None = None  # appyard: a single-part upload is aborted by its file_path
 
 
 class NamedBuild(Body):

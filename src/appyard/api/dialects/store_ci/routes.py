@@ -1,6 +1,6 @@
-"""The app store's CI upload API (../shared/specs/store-ci-upload-api.txt), mounted at
-``/portal/api``: upload a release APK as form part ``apk``, read validation runs, a
-version's status and its release; manage CI tokens."""
+"""The app store's CI upload API (../shared/specs/store-ci-upload-api.txt): upload a release
+APK as form part ``apk``, read validation runs, a version's status and its release; manage CI
+tokens."""
 
 from __future__ import annotations
 
@@ -11,48 +11,14 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 from starlette.responses import JSONResponse
 
-from appyard import errors as core_errors
-from appyard.api.deps import services, transaction
-from appyard.api.dialects.store_ci import credentials, errors
+from appyard import errors
+from appyard.api.dialects.store_ci import credentials
 from appyard.api.forms import stream_form
-from appyard.core import identity, users, versions
-from appyard.core.context import Services
-from appyard.core.models import Actor, Principal, Role, Token, TokenKind, Version
+from appyard.api.kit import Svc, authenticator, multipart_body
+from appyard.core import identity, versions
+from appyard.core.models import Actor, Token, TokenKind, ValidationRun, Version
 
-Svc = Annotated[Services, Depends(services)]
-
-
-def _ci_principal(request: Request, svc: Services) -> Principal | None:
-    credential = credentials.extract(request)
-    if credential is None:
-        return None
-    with transaction(svc) as uow:
-        return identity.authenticate(uow, svc.clock, credential)
-
-
-def ci_token(request: Request, svc: Svc) -> Principal:
-    principal = _ci_principal(request, svc)
-    if principal is None:
-        raise core_errors.InvalidCredential(
-            "Missing CI token: send Authorization: Bearer <CI_UPLOAD_TOKEN>."
-        )
-    return principal
-
-
-def actor(request: Request, svc: Svc) -> Actor:
-    """A CI token, or a signed-in portal session (cookie)."""
-    principal = _ci_principal(request, svc)
-    if principal is not None:
-        return versions.actor_for_token(principal)
-    token = credentials.session_token(request)
-    if token is None:
-        raise core_errors.InvalidCredential("Missing CI token or portal session.")
-    with transaction(svc) as uow:
-        return users.from_session(uow, svc.clock, token=token)
-
-
-CiToken = Annotated[Principal, Depends(ci_token)]
-Caller = Annotated[Actor, Depends(actor)]
+Caller = Annotated[Actor, Depends(authenticator(credentials.extract, credentials.MISSING))]
 
 
 class NewToken(BaseModel):
@@ -79,43 +45,32 @@ def token_body(token: Token) -> dict[str, Any]:
     }
 
 
-def _tenant_of(caller: Actor) -> str:
-    if caller.tenant_id is None:
-        raise core_errors.Forbidden("CI tokens belong to a tenant; store staff have none.")
-    return caller.tenant_id
-
-
-def create_app(svc: Services) -> FastAPI:
-    app = FastAPI(title="appyard store CI API", docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.services = svc
-    errors.install(app)
-
-    @app.post("/uploads/ci", status_code=201)
-    async def upload(request: Request, caller: CiToken, svc: Svc) -> dict[str, Any]:
+def routes(app: FastAPI) -> None:
+    @app.post("/uploads/ci", status_code=201, openapi_extra=multipart_body("apk"))
+    async def upload(request: Request, caller: Caller, svc: Svc) -> dict[str, Any]:
+        identity.require_token(caller, TokenKind.CI, action="uploads")
         form = await stream_form(
             request, spool_dir=svc.spool_dir, file_fields=("apk",), max_size=svc.policy.max_size
         )
         try:
             apk = form.files.get("apk")
             if apk is None or apk.size == 0:
-                raise core_errors.InvalidArtifact("The form has no 'apk' file part.")
+                raise errors.InvalidArtifact("The form has no 'apk' file part.")
 
-            def ingest() -> tuple[Version, Any, str]:
-                with transaction(svc) as uow:
+            def ingest() -> tuple[Version, ValidationRun]:
+                with svc.transaction() as uow:
                     return versions.ingest_ci_upload(
+                        svc,
                         uow,
-                        svc.clock,
-                        svc.store,
                         caller,
                         path=apk.path,
                         file_name=apk.filename,
                         sha256=apk.sha256,
                     )
 
-            version, run, job_id = await run_in_threadpool(ingest)
+            version, run = await run_in_threadpool(ingest)
         finally:
             form.discard()
-        svc.queue.notify(job_id)
         return {
             "version": version_body(version),
             "validation_run": {"id": run.id, "status": run.status.value},
@@ -123,7 +78,7 @@ def create_app(svc: Services) -> FastAPI:
 
     @app.get("/versions/{version_id}/validation")
     def validation(version_id: str, caller: Caller, svc: Svc) -> dict[str, Any]:
-        with transaction(svc) as uow:
+        with svc.uow() as uow:
             runs = versions.runs(uow, caller, version_id=version_id)
             body = [
                 {
@@ -140,7 +95,7 @@ def create_app(svc: Services) -> FastAPI:
 
     @app.get("/versions/{version_id}")
     def version(version_id: str, caller: Caller, svc: Svc) -> dict[str, Any]:
-        with transaction(svc) as uow:
+        with svc.uow() as uow:
             v = versions.get(uow, caller, version_id=version_id)
             count = versions.open_issue_count(uow, v)
         return {
@@ -153,7 +108,7 @@ def create_app(svc: Services) -> FastAPI:
 
     @app.get("/versions/{version_id}/release")
     def release(version_id: str, caller: Caller, svc: Svc) -> dict[str, Any]:
-        with transaction(svc) as uow:
+        with svc.uow() as uow:
             v = versions.get(uow, caller, version_id=version_id)
         t = versions.targets(v)
         return {
@@ -166,27 +121,20 @@ def create_app(svc: Services) -> FastAPI:
 
     @app.get("/ci-tokens")
     def list_tokens(caller: Caller, svc: Svc) -> list[dict[str, Any]]:
-        with transaction(svc) as uow:
-            tokens = identity.list_tokens(uow, tenant_id=_tenant_of(caller), kind=TokenKind.CI)
+        with svc.uow() as uow:
+            tokens = identity.member_tokens(uow, caller, kind=TokenKind.CI)
         return [token_body(t) for t in tokens]
 
     @app.post("/ci-tokens", status_code=201)
     def create_token(body: NewToken, caller: Caller, svc: Svc) -> dict[str, Any]:
-        if caller.kind != "user" or caller.role is not Role.DEVELOPER:
-            raise core_errors.Forbidden("Creating CI tokens needs a signed-in tenant member.")
-        with transaction(svc) as uow:
-            issued = identity.create_token(
-                uow, svc.clock, tenant_id=_tenant_of(caller), kind=TokenKind.CI, name=body.name
+        with svc.transaction() as uow:
+            issued = identity.issue_member_token(
+                uow, svc.clock, caller, kind=TokenKind.CI, name=body.name
             )
         return {**token_body(issued.token), "token": issued.raw}
 
     @app.delete("/ci-tokens/{token_id}")
     def revoke(token_id: str, caller: Caller, svc: Svc) -> JSONResponse:
-        with transaction(svc) as uow:
-            token = uow.tokens.get(token_id)
-            if token is None or token.kind is not TokenKind.CI:
-                raise core_errors.TokenNotFound(f"No CI token {token_id!r}.")
-            identity.disable_token(uow, token_id=token_id, tenant_id=_tenant_of(caller))
+        with svc.transaction() as uow:
+            identity.revoke_member_token(uow, caller, kind=TokenKind.CI, token_id=token_id)
         return JSONResponse({"id": token_id, "revoked": True})
-
-    return app

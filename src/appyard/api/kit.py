@@ -1,0 +1,335 @@
+"""The dialect kit: what every API dialect gets, so that a dialect is one folder that only
+translates, plus one line in ``api/dialects/__init__.py``.
+
+A :class:`Dialect` names its mount prefix, its credential extractor (request -> credential, or
+None for "not mine"), its error table and body renderer (the vendor's documented error shape),
+its routes, and the body limits of its paths. :func:`mount` turns one into an ASGI app with:
+
+* the dialect's error shape for every :class:`~appyard.errors.AppyardError` (Starlette resolves
+  handlers along the MRO, so a table of base kinds covers every subclass), for request
+  validation errors, 404/405 (with ``Allow``), a body too large (413), and a crash: a 500 whose
+  request id is logged with the traceback and returned in the body, nothing internal;
+* a request id on every response (``X-Request-ID``: the client's when it sent a sane one);
+* a request-body limit applied before the body is read or parsed (the body is buffered only
+  up to the limit; paths that stream their own body, such as form uploads, bound it there);
+* its OpenAPI document at ``<prefix>/openapi.json``, with its credential scheme.
+
+Who may do what is decided in core: :func:`authenticator` only turns the dialect's credential
+into the actor (``core.identity.authenticate``).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from appyard import errors
+from appyard.core import identity
+from appyard.core.context import Services
+from appyard.core.models import Actor
+
+log = logging.getLogger("appyard.api")
+
+KIB = 1024
+MIB = 1024 * KIB
+DEFAULT_BODY_LIMIT = 64 * KIB
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+@dataclass(frozen=True)
+class ApiError:
+    """An error as a dialect renders it."""
+
+    status: int
+    code: str
+    message: str
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+Renderer = Callable[[ApiError], Any]  # -> the JSON body of the dialect's error shape
+Extractor = Callable[[Request], "identity.AnyCredential | None"]
+
+
+@dataclass(frozen=True)
+class Dialect:
+    name: str
+    prefix: str
+    title: str
+    routes: Callable[[FastAPI], None]
+    statuses: Mapping[type[errors.AppyardError], int]
+    render: Renderer
+    security: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    body_limit: int = DEFAULT_BODY_LIMIT
+    # Paths (inside the prefix) with another limit; None: the route streams and bounds its body.
+    body_limits: Mapping[str, int | None] = field(default_factory=dict)
+    docs: bool = False  # also serve Swagger UI at <prefix>/docs
+
+
+# --- requests -----------------------------------------------------------------------------------
+
+
+def services(request: Request) -> Services:
+    svc: Services = request.app.state.services
+    return svc
+
+
+Svc = Annotated[Services, Depends(services)]
+
+
+def request_id(request: Request) -> str:
+    return str(request.scope.get("state", {}).get("request_id", ""))
+
+
+def authenticator(extract: Extractor, missing: str) -> Callable[[Request, Services], Actor]:
+    """A route dependency: the dialect's credential -> the actor (core decides the rest)."""
+
+    def authenticated(request: Request, svc: Svc) -> Actor:
+        credential = extract(request)
+        if credential is None:
+            raise errors.InvalidCredential(missing)
+        with svc.uow() as uow:
+            actor = identity.authenticate(uow, svc.clock, credential)
+            uow.commit()  # last_used_at
+        return actor
+
+    return authenticated
+
+
+def bearer(request: Request) -> str | None:
+    """The value of ``Authorization: Bearer <value>`` (ASCII, bounded), or None."""
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    value = value.strip()
+    if scheme.lower() != "bearer" or not value or len(value) > 4096 or not value.isascii():
+        return None
+    return value
+
+
+def validation_message(exc: RequestValidationError) -> str:
+    """A request validation error in one sentence a person can act on."""
+    problems = []
+    for err in exc.errors():
+        loc = tuple(err.get("loc", ()))
+        if err.get("type") == "json_invalid" or (loc == ("body",) and err.get("type") != "missing"):
+            return "Invalid JSON body: send a JSON object."
+        where = ".".join(str(p) for p in loc if p not in ("body", "path", "query")) or "body"
+        if err.get("type") == "missing":
+            problems.append(f"{where} is required")
+        else:
+            problems.append(f"{where}: {err.get('msg', 'invalid')}")
+    return "Invalid request: " + "; ".join(problems) + "."
+
+
+# --- the app ------------------------------------------------------------------------------------
+
+
+def mount(dialect: Dialect, svc: Services) -> ASGIApp:
+    """The dialect as an ASGI app, to be mounted at ``dialect.prefix``."""
+    app = FastAPI(
+        title=dialect.title,
+        docs_url="/docs" if dialect.docs else None,
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    app.state.services = svc
+    _install_errors(app, dialect)
+    dialect.routes(app)
+    _describe_security(app, dialect)
+    return Guard(app, dialect)
+
+
+def error_response(
+    dialect: Dialect, error: ApiError, headers: Mapping[str, str] | None = None
+) -> Response:
+    return JSONResponse(
+        dialect.render(error), status_code=error.status, headers=dict(headers or {})
+    )
+
+
+def _install_errors(app: FastAPI, dialect: Dialect) -> None:
+    for cls, status in dialect.statuses.items():
+
+        def handler(request: Request, exc: Exception, status: int = status) -> Response:
+            assert isinstance(exc, errors.AppyardError)
+            return error_response(
+                dialect, ApiError(status, exc.code, exc.message, dict(exc.details))
+            )
+
+        app.add_exception_handler(cls, handler)
+
+    def validation(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        return error_response(dialect, ApiError(400, "request.invalid", validation_message(exc)))
+
+    def http(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            allowed = _allowed_methods(request)
+            if allowed:
+                headers["Allow"] = ", ".join(allowed)
+            message = "Method not allowed" + (f": use {' or '.join(allowed)}." if allowed else ".")
+        elif exc.status_code == 404:
+            message = "Not found."
+        else:
+            message = str(exc.detail)
+        return error_response(
+            dialect, ApiError(exc.status_code, f"http.{exc.status_code}", message), headers
+        )
+
+    def crash(request: Request, exc: Exception) -> Response:
+        rid = request_id(request) or secrets.token_hex(8)
+        log.error(
+            "request.failed request_id=%s dialect=%s path=%s",
+            rid,
+            dialect.name,
+            request.url.path,
+            exc_info=exc,
+        )
+        return error_response(
+            dialect, ApiError(500, "internal", f"Internal server error (request id {rid}).")
+        )
+
+    app.add_exception_handler(RequestValidationError, validation)
+    app.add_exception_handler(HTTPException, http)
+    app.add_exception_handler(Exception, crash)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    allowed: set[str] = set()
+    for route in request.app.router.routes:
+        for method in ("GET", "POST", "PUT", "DELETE", "PATCH"):
+            match, _ = route.matches({**request.scope, "method": method})
+            if match is Match.FULL:
+                allowed.add(method)
+    if "GET" in allowed:
+        allowed.add("HEAD")
+    return sorted(allowed)
+
+
+def _describe_security(app: FastAPI, dialect: Dialect) -> None:
+    if not dialect.security:
+        return
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        schema.setdefault("components", {})["securitySchemes"] = dict(dialect.security)
+        schema["security"] = [{name: [] for name in dialect.security}]
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+class Guard:
+    """Request ids, body limits, and the last word on crashes, around one dialect's app."""
+
+    def __init__(self, app: FastAPI, dialect: Dialect) -> None:
+        self.app = app
+        self.dialect = dialect
+        self.state = app.state  # so that mounted apps are inspectable like the FastAPI app
+
+    def _limit(self, scope: Scope) -> int | None:
+        path = scope.get("path", "")
+        root = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        return self.dialect.body_limits.get(path or "/", self.dialect.body_limit)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        asked = headers.get("x-request-id", "")
+        rid = asked if _REQUEST_ID.match(asked) else secrets.token_hex(16)
+        scope.setdefault("state", {})["request_id"] = rid
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                MutableHeaders(scope=message)["X-Request-ID"] = rid
+            await send(message)
+
+        limit = self._limit(scope)
+        if limit is not None and scope.get("method") not in ("GET", "HEAD"):
+            buffered = await self._bounded_body(headers, receive, limit)
+            if buffered is None:
+                too_large = errors.UploadTooLarge(
+                    f"The request body is larger than the {limit} bytes this endpoint accepts."
+                )
+                response = error_response(
+                    self.dialect, ApiError(413, "request.too_large", too_large.message)
+                )
+                await response(scope, receive, send_with_id)
+                return
+            receive = _replay(buffered, receive)
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            if not started:
+                raise
+            # The crash handler answered (and logged it with the request id); nothing to add.
+
+    @staticmethod
+    async def _bounded_body(headers: Headers, receive: Receive, limit: int) -> bytes | None:
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            return None
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return bytes(body)
+            body += message.get("body", b"")
+            if len(body) > limit:
+                return None
+            if not message.get("more_body", False):
+                return bytes(body)
+
+
+def _replay(body: bytes, receive: Receive) -> Callable[[], Awaitable[Message]]:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+def multipart_body(*files: str, fields: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """An OpenAPI ``requestBody`` for a multipart/form-data route that streams its body."""
+    properties: dict[str, Any] = {name: {"type": "string", "format": "binary"} for name in files}
+    for name, description in (fields or {}).items():
+        properties[name] = {"type": "string", "description": description}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {"type": "object", "properties": properties, "required": list(files)}
+                }
+            },
+        }
+    }

@@ -1,0 +1,153 @@
+"""Tenants, tokens, users and their sessions, and per-tenant sequences."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from appyard.backends.db import tables as t
+from appyard.backends.db.rows import Repo, to_obj, to_row
+from appyard.core.models import LimitOverrides, Plan, Tenant, Token, TokenKind, User
+
+
+class TenantRepo(Repo):
+    table = t.tenants
+
+    def _tenant(self, row: object) -> Tenant:
+        m = row._mapping  # type: ignore[attr-defined]
+        overrides = LimitOverrides(
+            concurrent_builds=m["concurrent_builds"],
+            weekly_builds=m["weekly_builds"],
+            automation_keys=m["automation_keys"],
+        )
+        return to_obj(Tenant, row, overrides=overrides)
+
+    def add(self, tenant: Tenant) -> None:
+        values = to_row(tenant)
+        values.pop("overrides")
+        values.update(dataclasses.asdict(tenant.overrides))
+        self._insert(values)
+
+    def get(self, tenant_id: str) -> Tenant | None:
+        row = self._one(t.tenants.c.id == tenant_id)
+        return self._tenant(row) if row else None
+
+    def get_by_name(self, name: str) -> Tenant | None:
+        row = self._one(t.tenants.c.name == name)
+        return self._tenant(row) if row else None
+
+    def list(self) -> list[Tenant]:
+        rows = self.conn.execute(select(t.tenants).order_by(t.tenants.c.created_at))
+        return [self._tenant(r) for r in rows]
+
+    def set_plan(self, tenant_id: str, plan: Plan) -> None:
+        self.conn.execute(
+            update(t.tenants).where(t.tenants.c.id == tenant_id).values(plan=plan.value)
+        )
+
+    def set_overrides(self, tenant_id: str, overrides: LimitOverrides) -> None:
+        values = {k: v for k, v in dataclasses.asdict(overrides).items() if v is not None}
+        if values:
+            self.conn.execute(update(t.tenants).where(t.tenants.c.id == tenant_id).values(**values))
+
+
+class TokenRepo(Repo):
+    table = t.tokens
+
+    def add(self, token: Token) -> None:
+        self._insert(to_row(token))
+
+    def get(self, token_id: str) -> Token | None:
+        row = self._one(t.tokens.c.id == token_id)
+        return to_obj(Token, row) if row else None
+
+    def list(self, tenant_id: str, kind: TokenKind | None = None) -> list[Token]:
+        q = select(t.tokens).where(t.tokens.c.tenant_id == tenant_id)
+        if kind is not None:
+            q = q.where(t.tokens.c.kind == kind.value)
+        return [to_obj(Token, r) for r in self.conn.execute(q.order_by(t.tokens.c.created_at))]
+
+    def set_disabled(self, token_id: str, disabled: bool) -> None:
+        self.conn.execute(
+            update(t.tokens).where(t.tokens.c.id == token_id).values(disabled=disabled)
+        )
+
+    def touch(self, token_id: str, at: datetime) -> None:
+        self.conn.execute(update(t.tokens).where(t.tokens.c.id == token_id).values(last_used_at=at))
+
+    def set_scopes(self, token_id: str, scopes: tuple[str, ...]) -> None:
+        self.conn.execute(
+            update(t.tokens).where(t.tokens.c.id == token_id).values(scopes=list(scopes))
+        )
+
+
+class UserRepo(Repo):
+    table = t.users
+
+    def add(self, user: User) -> None:
+        self._insert(to_row(user))
+
+    def get(self, user_id: str) -> User | None:
+        row = self._one(t.users.c.id == user_id)
+        return to_obj(User, row) if row else None
+
+    def get_by_email(self, email: str) -> User | None:
+        row = self._one(t.users.c.email == email)
+        return to_obj(User, row) if row else None
+
+    def list(self) -> list[User]:
+        rows = self.conn.execute(select(t.users).order_by(t.users.c.email))
+        return [to_obj(User, r) for r in rows]
+
+
+class SessionRepo(Repo):
+    table = t.sessions
+
+    def add(
+        self, token_hash: str, user_id: str, created_at: datetime, expires_at: datetime
+    ) -> None:
+        self._insert(
+            {
+                "token_hash": token_hash,
+                "user_id": user_id,
+                "created_at": created_at,
+                "expires_at": expires_at,
+            }
+        )
+
+    def user_for(self, token_hash: str, now: datetime) -> User | None:
+        q = (
+            select(t.users)
+            .join(t.sessions, t.sessions.c.user_id == t.users.c.id)
+            .where(t.sessions.c.token_hash == token_hash, t.sessions.c.expires_at > now)
+        )
+        row = self.conn.execute(q).first()
+        return to_obj(User, row) if row else None
+
+    def delete(self, token_hash: str) -> None:
+        self.conn.execute(delete(t.sessions).where(t.sessions.c.token_hash == token_hash))
+
+
+class SequenceRepo(Repo):
+    table = t.sequences
+
+    def next(self, tenant_id: str, name: str) -> int:
+        insert = postgresql.insert if self.conn.dialect.name == "postgresql" else sqlite.insert
+        stmt = (
+            insert(t.sequences)
+            .values(tenant_id=tenant_id, name=name, value=1)
+            .on_conflict_do_update(
+                index_elements=["tenant_id", "name"], set_={"value": t.sequences.c.value + 1}
+            )
+            .returning(t.sequences.c.value)
+        )
+        return int(self.conn.execute(stmt).scalar_one())
+
+    def current(self, tenant_id: str, name: str) -> int:
+        q = select(func.coalesce(func.max(t.sequences.c.value), 0)).where(
+            t.sequences.c.tenant_id == tenant_id, t.sequences.c.name == name
+        )
+        return int(self.conn.execute(q).scalar_one())
