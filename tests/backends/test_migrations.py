@@ -22,3 +22,74 @@ def test_upgrade_from_empty_matches_the_models(database_url: str) -> None:
         assert diff == []
     finally:
         engine.dispose()
+
+
+def test_0005_keeps_the_data_of_0004(database_url: str) -> None:
+    """Builds keep their number (was start_time), uploads their build (now their subject),
+    apps get a slug, a pending key file gets its upload row."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import text
+
+    engine = make_engine(database_url)
+    try:
+        migrate.downgrade(engine, "0004")
+        now = datetime(2026, 12, 1, tzinfo=UTC)
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO tenants (id, name, plan, created_at) "
+                    "VALUES ('tn_1', 'acme', 'team', :now)"
+                ),
+                {"now": now},
+            )
+            for app_id, platform in (("app_a", "android"), ("app_i", "ios")):
+                conn.execute(
+                    text(
+                        "INSERT INTO apps (id, tenant_id, platform, identifier, name, created_at)"
+                        " VALUES (:id, 'tn_1', :p, 'com.example', 'com.example', :now)"
+                    ),
+                    {"id": app_id, "p": platform, "now": now},
+                )
+            conn.execute(
+                text(
+                    "INSERT INTO builds (id, tenant_id, start_time, app_id, platform, "
+                    "config_version, file_name, source_key, status, progress, created_at, "
+                    "updated_at, signed, deleted) VALUES ('bd_1', 'tn_1', 1795000000, 'app_a', "
+                    "'android', 'production', 'a.apk', 'k', 'completed', 'Done', :now, :now, "
+                    ":f, :f)"
+                ),
+                {"now": now, "f": False},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO uploads (id, tenant_id, build_id, key, file_name, multipart, "
+                    "state, created_at, expires_at) VALUES ('up_1', 'tn_1', 'bd_1', 'k', "
+                    "'a.apk', :f, 'received', :now, :now)"
+                ),
+                {"now": now, "f": False},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO signing_keys (id, tenant_id, name, platform, is_default, state,"
+                    " created_at, created_by, sealed_password, upload_key, file_name) VALUES "
+                    "('sk_0123456789abcdef', 'tn_1', 'k', 'android', :f, 'pending', :now, 't',"
+                    " :pw, 'tn_1/signing-keys/sk_0123456789abcdef/keystore', 'r.jks')"
+                ),
+                {"now": now, "f": False, "pw": b"sealed"},
+            )
+        migrate.upgrade(engine)
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT number FROM builds")).scalar_one() == 1795000000
+            slugs = dict(conn.execute(text("SELECT id, slug FROM apps")).all())
+            assert sorted(slugs.values()) == ["com.example", "com.example-ios"]
+            uploads = conn.execute(
+                text("SELECT subject_id, purpose, state FROM uploads ORDER BY purpose")
+            ).all()
+            assert [tuple(u) for u in uploads] == [
+                ("bd_1", "build", "received"),
+                ("sk_0123456789abcdef", "signing_key", "pending"),
+            ]
+    finally:
+        migrate.upgrade(engine)
+        engine.dispose()

@@ -85,3 +85,31 @@ def test_running_a_job_twice_gives_the_same_output(
         again = uow.builds.get(build_id)
     assert again is not None and again.output_key == build.output_key
     assert again.output_sha256 == first_sha
+
+
+def test_the_worker_runs_each_job_with_the_handler_of_its_kind(
+    runtime: Runtime, tenant: TenantKey
+) -> None:
+    from appyard.core.models import Job
+
+    svc = runtime.services
+    with svc.transaction() as uow:
+        mail = jobs.create(
+            uow, svc.clock, tenant_id=tenant.tenant_id, kind="mail.send", payload={"to": "a@b.c"}
+        )
+        odd = jobs.create(uow, svc.clock, tenant_id=tenant.tenant_id, kind="no.such.kind")
+    ran: list[Job] = []
+
+    def send_mail(services: object, job: Job, owner: str) -> None:
+        ran.append(job)
+        with svc.transaction() as uow:
+            jobs.succeed(uow, svc.clock, job=job)
+
+    worker = Worker(svc, handlers={"mail.send": send_mail})
+    assert worker.run_once("w") and worker.run_once("w")
+    assert [j.id for j in ran] == [mail.id] and ran[0].payload == {"to": "a@b.c"}
+    with svc.uow() as uow:
+        assert uow.jobs.get(mail.id).state is JobState.SUCCEEDED  # type: ignore[union-attr]
+        failed = uow.jobs.get(odd.id)
+    assert failed is not None and failed.state is JobState.FAILED
+    assert not worker.run_once("w")

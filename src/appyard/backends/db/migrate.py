@@ -41,6 +41,14 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
                 conn.connection.driver_connection.execute("PRAGMA foreign_keys=ON")  # type: ignore[union-attr]
 
 
+def downgrade(engine: Engine, revision: str) -> None:
+    """Migrate back to ``revision`` (tests of a migration's data; operators restore backups)."""
+    cfg = _config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, revision)
+
+
 def current(engine: Engine) -> str | None:
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()

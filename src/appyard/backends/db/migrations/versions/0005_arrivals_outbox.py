@@ -157,6 +157,7 @@ def downgrade() -> None:
         batch_op.drop_column("max_size")
         batch_op.drop_column("purpose")
         batch_op.alter_column("subject_id", new_column_name="build_id", type_=sa.String(length=20))
+    with op.batch_alter_table("uploads", schema=None) as batch_op:
         batch_op.create_index("ix_uploads_build_id", ["build_id"], unique=False)
         batch_op.create_foreign_key("fk_uploads_build_id_builds", "builds", ["build_id"], ["id"])
     with op.batch_alter_table("builds", schema=None) as batch_op:
@@ -164,6 +165,7 @@ def downgrade() -> None:
         batch_op.drop_column("meta")
         batch_op.drop_column("source")
         batch_op.alter_column("number", new_column_name="start_time")
+    with op.batch_alter_table("builds", schema=None) as batch_op:
         batch_op.create_unique_constraint(
             "uq_builds_tenant_id_start_time", ["tenant_id", "start_time"]
         )
