@@ -479,7 +479,7 @@ def requirement_text(requirements: bytes) -> dict[int, str]:
     out: dict[int, str] = {}
     if len(requirements) < 12:
         return out
-    magic, length, count = struct.unpack_from(">III", requirements)
+    magic, _length, count = struct.unpack_from(">III", requirements)
     if magic != CSMAGIC_REQUIREMENTS or count > 16:
         return out
     for i in range(count):

@@ -18,6 +18,7 @@ Only little-endian slices (every Apple CPU since PowerPC) are read.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import struct
@@ -208,7 +209,7 @@ def read_layout(fh: BinaryIO, size: int, *, what: str) -> Layout:
             raise BadMachO(f"{what}: slice {i} lies outside the file.")
         slices.append(SliceRef(offset, length, cputype, cpusubtype, align))
     ordered = sorted(slices, key=lambda s: s.offset)
-    for a, b in zip(ordered, ordered[1:], strict=False):
+    for a, b in itertools.pairwise(ordered):
         if a.offset + a.size > b.offset:
             raise BadMachO(f"{what}: two slices overlap.")
     return Layout(big, tuple(slices))

@@ -127,7 +127,7 @@ def hash_entries(fh: BinaryIO, index: IpaIndex, spool: Path) -> dict[str, _FileF
                     first = False
                     if is_macho(chunk[:8]):
                         path = spool / f"{n}.macho"
-                        out = open(path, "wb")  # noqa: SIM115 - closed below
+                        out = open(path, "wb")
                 sha1.update(chunk)
                 sha256.update(chunk)
                 if out is not None:
