@@ -163,16 +163,21 @@ def choose_profile(
     embedded: tuple[bytes, ProvisioningProfile] | None,
     material: SigningMaterial,
     now: datetime,
+    app_embedded: tuple[bytes, ProvisioningProfile] | None = None,
 ) -> tuple[bytes, ProvisioningProfile]:
-    """The profile for ``bundle`` (an app or extension whose bundle id becomes ``final_id``)."""
+    """The profile for ``bundle`` (an app or extension whose bundle id becomes ``final_id``):
+    the first given profile that covers it, else its own embedded profile, else (for an
+    inner bundle) the app's embedded profile, when that covers it and lists the certificate."""
     covering = [(d, p) for d, p in given if _covers(p, final_id)]
     for data, profile in covering:
         refusal = _refusal(profile, material, now)
         if refusal is None:
             return data, profile
-    if embedded is not None and _covers(embedded[1], final_id):
-        if _refusal(embedded[1], material, now) is None:
-            return embedded
+    for candidate in (embedded, app_embedded):
+        if candidate is not None and _covers(candidate[1], final_id):
+            if _refusal(candidate[1], material, now) is None:
+                return candidate
+    embedded = embedded or app_embedded
     if covering:
         refusal = _refusal(covering[0][1], material, now)
         assert refusal is not None
@@ -574,7 +579,8 @@ def resign_ipa(
         chosen: dict[str, tuple[bytes, ProvisioningProfile]] = {}
         infos: dict[str, bytes] = {}
         new_infos: dict[str, bytes] = {}
-        for bundle in index.bundles:
+        embedded_of: dict[str, tuple[bytes, ProvisioningProfile] | None] = {}
+        for bundle in [index.app, *index.bundles[:-1]]:  # the app first: its refusal is clearest
             if bundle.executable is None or bundle.executable not in index.entries:
                 raise BadMachO(f"{bundle.path} has no main executable (CFBundleExecutable).")
             raw = read_small(fh, index.layout, index.entries[bundle.info_plist], MAX_PLIST_BYTES)
@@ -594,7 +600,11 @@ def resign_ipa(
                     embedded = (data, parse_mobileprovision(data, what=bundle.profile))
                 except InvalidArtifact:
                     embedded = None
-            chosen[bundle.path] = choose_profile(bundle, final, given, embedded, material, at)
+            embedded_of[bundle.path] = embedded
+            app_embedded = embedded_of.get(index.app.path) if bundle is not index.app else None
+            chosen[bundle.path] = choose_profile(
+                bundle, final, given, embedded, material, at, app_embedded
+            )
         facts = hash_entries(fh, index, spool)
         machos = {name: f for name, f in facts.items() if f.macho is not None}
         signable: dict[str, bool] = {}
