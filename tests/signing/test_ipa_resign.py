@@ -157,11 +157,13 @@ def check_cms(cms_blob: bytes, cds: list[bytes], identity: Identity) -> None:
     assert digest == hashlib.sha256(cds[0]).digest()
     cdhashes = plistlib.loads(asn1_core.load(attrs["1.2.840.113635.100.9.1"][0].dump()).native)
     names = ["sha1" if len(cds) == 2 and i == 0 else "sha256" for i in range(len(cds))]
-    assert cdhashes["cdhashes"] == [hashlib.new(n, cd).digest()[:20] for n, cd in zip(names, cds)]
+    assert cdhashes["cdhashes"] == [
+        hashlib.new(n, cd).digest()[:20] for n, cd in zip(names, cds, strict=True)
+    ]
     v2 = [asn1_core.load(v.dump()) for v in attrs["1.2.840.113635.100.9.2"]]
     got = {(seq[0].dotted, seq[1].native) for seq in v2}
     oids = {"sha1": "1.3.14.3.2.26", "sha256": "2.16.840.1.101.3.4.2.1"}
-    assert got == {(oids[n], hashlib.new(n, cd).digest()) for n, cd in zip(names, cds)}
+    assert got == {(oids[n], hashlib.new(n, cd).digest()) for n, cd in zip(names, cds, strict=True)}
     signed_attrs = signer["signed_attrs"].dump()
     to_verify = b"\x31" + signed_attrs[1:]
     key = identity.material.certificate.public_key()
@@ -283,8 +285,13 @@ def test_code_resources_lists_every_file_as_codesign_does(
     assert "Info.plist" not in files2 and "PkgInfo" not in files2 and "Demo" not in files2
     assert "Info.plist" in document["files"]
     assert files2["en.lproj/Localizable.strings"]["optional"] is True
-    for rel in ("Frameworks/Kit.framework/Kit", "Frameworks/Kit.framework/_CodeSignature/CodeResources",
-                "PlugIns/Share.appex/Share", "embedded.mobileprovision", "assets/file000.json"):  # fmt: skip
+    for rel in (
+        "Frameworks/Kit.framework/Kit",
+        "Frameworks/Kit.framework/_CodeSignature/CodeResources",
+        "PlugIns/Share.appex/Share",
+        "embedded.mobileprovision",
+        "assets/file000.json",
+    ):
         data = files[app + rel]
         assert files2[rel] == {
             "hash": hashlib.sha1(data).digest(),
