@@ -23,8 +23,10 @@ from asn1crypto import core as asn1_core
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from appyard.core.errors import InvalidArtifact
 from appyard.signing.ios.blobs import HASH_OIDS, CodeDirectory
 from appyard.signing.ios.mobileprovision import _verify_signer
+from appyard.signing.ios.plist import load_plist
 from appyard.signing.keystore import SigningMaterial
 
 OID_DATA = "1.2.840.113549.1.7.1"
@@ -184,8 +186,8 @@ def check_cms(data: bytes, cds: Sequence[CodeDirectory]) -> CmsCheck:
         plists = _attr_values(signer, OID_CDHASHES)
         if plists:
             content = asn1_core.load(plists[0]).native
-            parsed = plistlib.loads(content) if isinstance(content, bytes) else None
-            listed = parsed.get("cdhashes") if isinstance(parsed, dict) else None
+            parsed = load_plist(content, what="the CDHashes attribute")[0]
+            listed = parsed.get("cdhashes")
             if not isinstance(listed, list) or not all(isinstance(h, bytes) for h in listed):
                 problems.append("the CDHashes attribute is not a plist with a cdhashes list")
             else:
@@ -207,7 +209,9 @@ def check_cms(data: bytes, cds: Sequence[CodeDirectory]) -> CmsCheck:
                     problems.append(
                         f"the CDHashes2 attribute's {entry[0]} hash matches no CodeDirectory"
                     )
-    except (*_ERRORS, plistlib.InvalidFileException) as exc:
+    except InvalidArtifact as exc:
+        problems.append(exc.message)
+    except _ERRORS as exc:
         problems.append(f"a CDHashes attribute cannot be read ({exc})")
     if not cdhashes and not cdhashes2:
         problems.append("the CMS signature has no CDHashes attribute")

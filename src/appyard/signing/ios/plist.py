@@ -87,7 +87,7 @@ def _check_xml_depth(data: bytes, what: str) -> None:
             )
 
 
-def _check_shape(value: object, what: str) -> None:
+def _check_shape(value: object, what: str, max_nodes: int = MAX_NODES) -> None:
     """Refuse cycles, deep nesting and exponential sharing, in time linear in the number of
     distinct values and without recursing.
 
@@ -115,9 +115,9 @@ def _check_shape(value: object, what: str) -> None:
                     size += 1
             sizes[key], heights[key] = size, height
             open_.discard(key)
-            if size > MAX_NODES:
+            if size > max_nodes:
                 raise InvalidArtifact(
-                    f"{what} has more than {MAX_NODES} values; refusing to read it.",
+                    f"{what} has more than {max_nodes} values; refusing to read it.",
                     reason="plist_too_large",
                 )
             if height >= MAX_DEPTH:
@@ -145,14 +145,21 @@ def _check_shape(value: object, what: str) -> None:
         )
 
 
-def load_plist(data: bytes, *, what: str) -> tuple[dict[str, Any], PlistFormat]:
+def load_plist(
+    data: bytes,
+    *,
+    what: str,
+    max_bytes: int = MAX_PLIST_BYTES,
+    max_nodes: int = MAX_NODES,
+) -> tuple[dict[str, Any], PlistFormat]:
     """Parse ``data`` as a property list whose top level is a dictionary.
 
-    ``what`` names the file in error messages ("Payload/App.app/Info.plist").
+    ``what`` names the file in error messages ("Payload/App.app/Info.plist"); ``max_bytes``
+    and ``max_nodes`` raise the bounds for large plists (CodeResources lists every file).
     """
-    if len(data) > MAX_PLIST_BYTES:
+    if len(data) > max_bytes:
         raise InvalidArtifact(
-            f"{what} is {len(data)} bytes; at most {MAX_PLIST_BYTES} are read.",
+            f"{what} is {len(data)} bytes; at most {max_bytes} are read.",
             reason="plist_too_large",
         )
     fmt = plist_format(data)
@@ -189,7 +196,7 @@ def load_plist(data: bytes, *, what: str) -> tuple[dict[str, Any], PlistFormat]:
         raise InvalidArtifact(
             f"{what} is not a valid property list ({detail}).", reason="bad_plist"
         ) from None
-    _check_shape(value, what)
+    _check_shape(value, what, max_nodes)
     if not isinstance(value, dict):
         raise InvalidArtifact(
             f"{what} is a property list but not a dictionary (it holds a {type(value).__name__}).",

@@ -61,7 +61,7 @@ from appyard.signing.ios.mobileprovision import (
     bundle_id_matches,
     parse_mobileprovision,
 )
-from appyard.signing.ios.plist import MAX_PLIST_BYTES
+from appyard.signing.ios.plist import MAX_PLIST_BYTES, load_plist
 from appyard.signing.ios.resources import build_code_resources
 from appyard.signing.ios.verify import _FileFacts, bundle_files, hash_entries
 from appyard.signing.ios.zipout import write_stream_entry
@@ -466,9 +466,8 @@ def _old_signature(path: Path, *, what: str) -> tuple[str | None, dict[str, Any]
     entitlements = None
     if ent is not None:
         try:
-            value = plistlib.loads(ent[8:])
-            entitlements = value if isinstance(value, dict) else None
-        except (plistlib.InvalidFileException, ValueError):
+            entitlements = load_plist(ent[8:], what=f"the entitlements of {what}")[0]
+        except InvalidArtifact:
             entitlements = None
     return identifier, entitlements
 

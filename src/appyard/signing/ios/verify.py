@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import plistlib
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -53,9 +52,11 @@ from appyard.signing.ios.mobileprovision import (
     describe_certificate,
     parse_mobileprovision,
 )
+from appyard.signing.ios.plist import load_plist
 from appyard.signing.ios.resources import ResourceFile, check_code_resources
 
 MAX_CODE_RESOURCES_BYTES = 16 * 1024 * 1024
+MAX_CODE_RESOURCES_VALUES = 2_000_000
 CHUNK = 1024 * 1024
 
 
@@ -299,10 +300,9 @@ def _check_slice(
     raw_ent = by_slot.get(blobs.CSSLOT_ENTITLEMENTS)
     if raw_ent is not None:
         try:
-            value = plistlib.loads(raw_ent[8:])
-            entitlements = value if isinstance(value, dict) else None
-        except (plistlib.InvalidFileException, ValueError) as exc:
-            problems.append(f"{label}: the entitlements blob is not a plist ({exc})")
+            entitlements = load_plist(raw_ent[8:], what=f"{label}: the entitlements blob")[0]
+        except InvalidArtifact as exc:
+            problems.append(exc.message)
     raw_der = by_slot.get(blobs.CSSLOT_DER_ENTITLEMENTS)
     if raw_der is not None:
         try:
@@ -414,15 +414,17 @@ def verify_ipa(
                 problems.append(f"{bundle.path}: _CodeSignature/CodeResources is missing")
             else:
                 try:
-                    document = plistlib.loads(raw)
-                except (plistlib.InvalidFileException, ValueError) as exc:
-                    problems.append(f"{bundle.code_resources} is not a plist ({exc})")
+                    document = load_plist(
+                        raw,
+                        what=bundle.code_resources,
+                        max_bytes=MAX_CODE_RESOURCES_BYTES,
+                        max_nodes=MAX_CODE_RESOURCES_VALUES,
+                    )[0]
+                except InvalidArtifact as exc:
+                    problems.append(exc.message)
                 else:
-                    if not isinstance(document, dict):
-                        problems.append(f"{bundle.code_resources} is not a dictionary")
-                    else:
-                        found = check_code_resources(document, bundle_files(index, bundle, facts))
-                        problems.extend(f"{bundle.path}: {p}" for p in found)
+                    found = check_code_resources(document, bundle_files(index, bundle, facts))
+                    problems.extend(f"{bundle.path}: {p}" for p in found)
             slices = slices_of.get(bundle.executable or "", [])
             profile = None
             data = content(bundle.profile, MAX_PROFILE_BYTES)
