@@ -449,3 +449,30 @@ def rezip(src: Path, dst: Path, *, change: dict[str, bytes | None]) -> Path:
             if name not in names and data is not None:
                 b.writestr(name, data)
     return dst
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``scripts/make-test-ipas OUTDIR``: the test IPAs, an identity and a profile on disk."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("outdir", type=Path)
+    parser.add_argument("--big-mb", type=int, default=0, help="add a random resource this big")
+    args = parser.parse_args(argv)
+    out: Path = args.outdir
+    out.mkdir(parents=True, exist_ok=True)
+    identity = make_identity()
+    (out / "dist.p12").write_bytes(identity.p12)
+    (out / "App.mobileprovision").write_bytes(make_profile(identity))
+    build_ipa(out / "demo.ipa", big_resource=args.big_mb * 1024 * 1024)
+    build_ipa(out / "demo-ios10.ipa", min_os="10.0")
+    build_ipa(
+        out / "thin.ipa", fat=False, framework=False, dylib=False, extension=False, watch=False
+    )
+    print(
+        f"wrote {out}: demo.ipa demo-ios10.ipa thin.ipa dist.p12 (password {PASSWORD}) App.mobileprovision"
+    )
+
+
+if __name__ == "__main__":
+    main()

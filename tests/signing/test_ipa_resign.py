@@ -6,6 +6,7 @@ refusal comes before anything is written."""
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import plistlib
 import struct
 import tracemalloc
@@ -104,7 +105,9 @@ def code_directory(cd: bytes) -> dict[str, Any]:
 
 def lief_slices(data: bytes, tmp: Path) -> list[tuple[Any, bytes]]:
     """(LIEF binary, the slice's bytes) for every architecture, read with LIEF."""
-    lief = pytest.importorskip("lief")
+    need(importlib.util.find_spec("lief") is not None, "LIEF (pip install -e '.[dev]')")
+    import lief
+
     path = tmp / "macho.bin"
     path.write_bytes(data)
     fat = lief.MachO.parse(str(path))
