@@ -470,7 +470,8 @@ def main(argv: list[str] | None = None) -> None:
         out / "thin.ipa", fat=False, framework=False, dylib=False, extension=False, watch=False
     )
     print(
-        f"wrote {out}: demo.ipa demo-ios10.ipa thin.ipa dist.p12 (password {PASSWORD}) App.mobileprovision"
+        f"wrote {out}: demo.ipa demo-ios10.ipa thin.ipa App.mobileprovision "
+        f"dist.p12 (password {PASSWORD})"
     )
 
 
