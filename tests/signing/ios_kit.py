@@ -209,7 +209,7 @@ _ASM = """
   ret
 .section __TEXT,__const
 .p2align 4
-blob: .fill {const_bytes}, 1, {fill}
+blob: .incbin "{data}"
 """
 
 
@@ -235,9 +235,9 @@ def build_macho(
     work.mkdir(parents=True, exist_ok=True)
     source = work / "code.s"
     symbol = "_main" if kind == "execute" else f"_value{value}"
-    source.write_text(
-        _ASM.format(symbol=symbol, value=value % 4096, const_bytes=const_bytes, fill=value % 251)
-    )
+    data = work / "const.bin"
+    data.write_bytes(os.urandom(const_bytes))  # incompressible, like real code and data
+    source.write_text(_ASM.format(symbol=symbol, value=value % 4096, data=data))
     obj = work / "code.o"
     _run(
         LLVM_MC,
@@ -266,9 +266,18 @@ def build_macho(
     return out
 
 
-def build_fat(out: Path, *, kind: str = "execute", min_os: str = "14.0", value: int = 0) -> Path:
+def build_fat(
+    out: Path,
+    *,
+    kind: str = "execute",
+    min_os: str = "14.0",
+    value: int = 0,
+    const_bytes: int = 9000,
+) -> Path:
     """A fat Mach-O with an arm64 and an arm64e slice."""
-    a = build_macho(out.with_suffix(".arm64"), kind=kind, min_os=min_os, value=value)
+    a = build_macho(
+        out.with_suffix(".arm64"), kind=kind, min_os=min_os, value=value, const_bytes=const_bytes
+    )
     b = build_macho(
         out.with_suffix(".arm64e"), kind=kind, arch="arm64e", min_os=min_os, value=value + 1
     )
@@ -352,6 +361,7 @@ def build_ipa(
     resources: int = 20,
     big_resource: int = 0,
     adhoc: bool = True,
+    exe_const_bytes: int = 9000,
 ) -> BuiltIpa:
     """An IPA built from real Mach-O files (see the module docstring)."""
     work = dest.parent / f".{dest.name}.parts"
@@ -366,9 +376,9 @@ def build_ipa(
 
     exe = work / "Demo"
     if fat:
-        build_fat(exe, min_os=min_os)
+        build_fat(exe, min_os=min_os, const_bytes=exe_const_bytes)
     else:
-        build_macho(exe, min_os=min_os, adhoc=adhoc)
+        build_macho(exe, min_os=min_os, adhoc=adhoc, const_bytes=exe_const_bytes)
     macho_entry(f"{app}Demo", exe)
     entries[f"{app}Info.plist"] = info_plist(bundle_id, "Demo", MinimumOSVersion=min_os)
     entries[f"{app}PkgInfo"] = b"APPL????"
