@@ -63,7 +63,7 @@ from appyard.signing.ios.mobileprovision import (
 )
 from appyard.signing.ios.plist import MAX_PLIST_BYTES, load_plist
 from appyard.signing.ios.resources import build_code_resources
-from appyard.signing.ios.verify import _FileFacts, bundle_files, hash_entries
+from appyard.signing.ios.verify import FileFacts, bundle_files, hash_entries
 from appyard.signing.ios.zipout import write_stream_entry
 from appyard.signing.keystore import CertificateExpired, SigningMaterial
 from appyard.signing.zipmeta import LOCAL_HEADER_SIZE, CentralDirectoryEntry
@@ -440,7 +440,9 @@ def precheck_macho(path: Path, *, what: str) -> list[macho.MachOSlice]:
                 )
             if sl.filetype in _SIGNABLE:
                 header = macho.read_header(fh, ref.offset, sl, what=what)
-                macho.plan_signature(sl, header, 256 * 1024, what=f"{what}")
+                pages = math.ceil(macho.code_limit_of(sl, what=what) / blobs.PAGE_SIZE)
+                estimate = pages * (20 + 32) + 64 * 1024  # both CodeDirectories, blobs, CMS
+                macho.plan_signature(sl, header, estimate, what=what)
             out.append(sl)
     return out
 
@@ -511,20 +513,20 @@ def _new_info_plist(bundle: Bundle, raw: bytes, old_main: str, new_main: str) ->
     return plistlib.dumps(info, fmt=fmt, sort_keys=False)
 
 
-def _hashes(data: bytes) -> _FileFacts:
-    return _FileFacts(
+def _hashes(data: bytes) -> FileFacts:
+    return FileFacts(
         hashlib.sha1(data, usedforsecurity=False).digest(), hashlib.sha256(data).digest()
     )
 
 
-def _file_hashes(path: Path) -> _FileFacts:
+def _file_hashes(path: Path) -> FileFacts:
     sha1 = hashlib.sha1(usedforsecurity=False)
     sha256 = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1024 * 1024), b""):
             sha1.update(chunk)
             sha256.update(chunk)
-    return _FileFacts(sha1.digest(), sha256.digest(), macho=path)
+    return FileFacts(sha1.digest(), sha256.digest(), macho=path)
 
 
 def _chunks(path: Path) -> Iterator[bytes]:
@@ -563,6 +565,8 @@ def resign_ipa(
             given.append((data, parse_mobileprovision(data, what="the provisioning profile")))
         except InvalidArtifact as exc:
             raise ProfileRefused(exc.message[:1].upper() + exc.message[1:]) from None
+    if bundle_id is not None and not _valid_bundle_id(bundle_id):
+        raise ProfileRefused(f"{bundle_id!r} is not a valid bundle id.", bundle_id=bundle_id)
     team = team_of(material)
     with (
         open(src, "rb") as fh,
@@ -572,8 +576,6 @@ def resign_ipa(
         index = index_ipa(fh)
         old_main = index.app.bundle_id
         new_main = bundle_id or old_main
-        if bundle_id is not None and not _valid_bundle_id(bundle_id):
-            raise ProfileRefused(f"{bundle_id!r} is not a valid bundle id.", bundle_id=bundle_id)
         # phase 1: read everything, choose profiles, refuse
         chosen: dict[str, tuple[bytes, ProvisioningProfile]] = {}
         infos: dict[str, bytes] = {}

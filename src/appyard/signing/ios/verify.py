@@ -100,22 +100,24 @@ class IpaSignatureReport:
 
 
 @dataclass
-class _FileFacts:
+class FileFacts:
+    """A file's hashes; a Mach-O's spooled copy; a symlink's target."""
+
     sha1: bytes
     sha256: bytes
     symlink: str | None = None
     macho: Path | None = None
 
 
-def hash_entries(fh: BinaryIO, index: IpaIndex, spool: Path) -> dict[str, _FileFacts]:
+def hash_entries(fh: BinaryIO, index: IpaIndex, spool: Path) -> dict[str, FileFacts]:
     """SHA-1 and SHA-256 of every file; Mach-O files are also spooled to ``spool``."""
-    facts: dict[str, _FileFacts] = {}
+    facts: dict[str, FileFacts] = {}
     for n, entry in enumerate(index.files()):
         if index.owner(entry.name) is None:
             continue
         if is_symlink(entry):
             target = read_small(fh, index.layout, entry, MAX_SYMLINK_BYTES)
-            facts[entry.name] = _FileFacts(b"", b"", symlink=target.decode("utf-8", "replace"))
+            facts[entry.name] = FileFacts(b"", b"", symlink=target.decode("utf-8", "replace"))
             continue
         sha1 = hashlib.sha1(usedforsecurity=False)
         sha256 = hashlib.sha256()
@@ -136,12 +138,12 @@ def hash_entries(fh: BinaryIO, index: IpaIndex, spool: Path) -> dict[str, _FileF
         finally:
             if out is not None:
                 out.close()
-        facts[entry.name] = _FileFacts(sha1.digest(), sha256.digest(), macho=path)
+        facts[entry.name] = FileFacts(sha1.digest(), sha256.digest(), macho=path)
     return facts
 
 
 def bundle_files(
-    index: IpaIndex, bundle: Bundle, facts: dict[str, _FileFacts]
+    index: IpaIndex, bundle: Bundle, facts: dict[str, FileFacts]
 ) -> list[ResourceFile]:
     """The files CodeResources covers: all under the bundle except its own
     ``_CodeSignature/`` folder and main executable."""
