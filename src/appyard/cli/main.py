@@ -218,11 +218,13 @@ def inspect_artifact(
 
 @app.command("sign")
 def sign(
-    src: Annotated[Path, typer.Argument(help="input .apk or .aab")],
+    src: Annotated[Path, typer.Argument(help="input .apk, .aab or .ipa")],
     dst: Annotated[Path, typer.Argument(help="output file")],
-    keystore: Annotated[Path, typer.Option(help="JKS, PKCS#12 or PEM (key + certificates)")],
-    alias: Annotated[str, typer.Option(help="key alias")],
     password_env: Annotated[str, typer.Option(help="variable holding the store password")],
+    keystore: Annotated[
+        Path | None, typer.Option(help="APK/AAB: JKS, PKCS#12 or PEM (key + certificates)")
+    ] = None,
+    alias: Annotated[str | None, typer.Option(help="APK/AAB: key alias")] = None,
     key_password_env: Annotated[
         str | None, typer.Option(help="variable holding the key password, when it differs")
     ] = None,
@@ -246,10 +248,36 @@ def sign(
     rotation_min_sdk_version: Annotated[
         int, typer.Option(help="rotate from this API level: 33+ in v3.1, 28-32 in v3")
     ] = 33,
+    p12: Annotated[
+        Path | None, typer.Option(help="IPA: the signing certificate and key (.p12)")
+    ] = None,
+    profile: Annotated[
+        list[Path] | None,
+        typer.Option(help="IPA: provisioning profile (repeat for extensions; default: embedded)"),
+    ] = None,
+    bundle_id: Annotated[
+        str | None, typer.Option(help="IPA: new bundle id (inner bundle ids follow)")
+    ] = None,
 ) -> None:
-    """Align and sign an APK (v1/v2/v3, key rotation) or an AAB (JAR), outside the server."""
-    from appyard.cli.sign_cmd import KeyOptions, run_sign
+    """Align and sign an APK (v1/v2/v3, key rotation) or an AAB (JAR), or re-sign an IPA,
+    outside the server."""
+    from appyard.cli.sign_cmd import KeyOptions, run_sign, run_sign_ipa
 
+    if src.suffix.lower() == ".ipa":
+        if p12 is None:
+            raise typer.BadParameter("an IPA is re-signed with --p12 (and --profile)")
+        raise typer.Exit(
+            run_sign_ipa(
+                src,
+                dst,
+                p12=p12,
+                password_env=password_env,
+                profiles=list(profile or []),
+                bundle_id=bundle_id,
+            )
+        )
+    if keystore is None or alias is None:
+        raise typer.BadParameter("an APK or AAB is signed with --keystore and --alias")
     original = None
     if original_keystore is not None:
         if original_alias is None or original_password_env is None:

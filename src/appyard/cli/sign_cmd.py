@@ -1,4 +1,6 @@
-"""``appyard sign IN OUT --keystore FILE --alias A --password-env VAR [--schemes v1,v2,v3]``.
+"""``appyard sign IN OUT --keystore FILE --alias A --password-env VAR [--schemes v1,v2,v3]``,
+and for an IPA ``appyard sign IN.ipa OUT.ipa --p12 FILE --password-env VAR --profile FILE
+[--profile FILE ...] [--bundle-id ID]`` (:func:`run_sign_ipa`).
 
 Signs an APK (aligned; v1/v2/v3, chosen from its minSdk like apksigner unless ``--schemes``
 says otherwise) or an AAB (JAR signature) outside the server. With ``--lineage FILE`` (from
@@ -18,7 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from appyard.errors import AppyardError, BadRequest
-from appyard.signing.keystore import SigningKeyInvalid, SigningMaterial, load_keystore
+from appyard.signing.ios.mobileprovision import MAX_PROFILE_BYTES
+from appyard.signing.ios.resign import resign_ipa
+from appyard.signing.keystore import (
+    MAX_KEYSTORE_BYTES,
+    SigningKeyInvalid,
+    SigningMaterial,
+    load_keystore,
+    load_keystore_bytes,
+)
 from appyard.signing.lineage import (
     DEFAULT_ROTATION_MIN_SDK,
     InvalidLineage,
@@ -119,4 +129,59 @@ def run_sign(
     except OSError as exc:
         return _fail(f"{exc.filename or dst}: {exc.strerror or exc}", EXIT_REFUSED)
     sys.stdout.write(f"signed {dst} ({done}) as {material.certificate.subject.rfc4514_string()}\n")
+    return EXIT_OK
+
+
+def _read_file(path: Path, limit: int, what: str) -> bytes:
+    if not path.is_file():
+        raise _Usage(f"{path} ({what}) does not exist")
+    if path.stat().st_size > limit:
+        raise SigningKeyInvalid(f"{path} ({what}) is larger than {limit} bytes.")
+    return path.read_bytes()
+
+
+def run_sign_ipa(
+    src: Path,
+    dst: Path,
+    *,
+    p12: Path,
+    password_env: str,
+    profiles: list[Path],
+    bundle_id: str | None = None,
+) -> int:
+    """Re-sign an IPA with a PKCS#12 identity and provisioning profiles (none: the IPA's own
+    ``embedded.mobileprovision`` when it lists the certificate); return the exit status."""
+    try:
+        if Path(src).suffix.lower() != ".ipa":
+            raise _Usage(f"{src} is not an .ipa")
+        if not Path(src).is_file():
+            raise _Usage(f"{src} does not exist")
+        password = _env(password_env, "PKCS#12 password")
+        data = _read_file(p12, MAX_KEYSTORE_BYTES, "PKCS#12")
+        try:
+            material = load_keystore_bytes(
+                data, password=password, pkcs12_only=True, default_alias=p12.stem
+            )
+        except SigningKeyInvalid as exc:
+            raise SigningKeyInvalid(f"{p12}: {exc.message}") from None
+        profile_data = [_read_file(p, MAX_PROFILE_BYTES, "provisioning profile") for p in profiles]
+        result = resign_ipa(src, dst, material, profiles=profile_data, bundle_id=bundle_id)
+    except _Usage as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except SigningKeyInvalid as exc:
+        return _fail(exc.message, EXIT_REFUSED)
+    except AppyardError as exc:
+        return _fail(f"{src}: {exc.message}", EXIT_REFUSED)
+    except OSError as exc:
+        return _fail(f"{exc.filename or dst}: {exc.strerror or exc}", EXIT_REFUSED)
+    for bundle in result.bundles:
+        if bundle.dropped_entitlements:
+            sys.stdout.write(
+                f"note: {bundle.path} loses entitlements its profile does not permit: "
+                f"{', '.join(bundle.dropped_entitlements)}\n"
+            )
+    sys.stdout.write(
+        f"signed {dst} ({result.bundle_id}, team {result.team_id or '-'}, "
+        f"{len(result.signed_files)} Mach-O files) as {result.certificate_subject}\n"
+    )
     return EXIT_OK

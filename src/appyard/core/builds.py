@@ -434,7 +434,9 @@ def delete(svc: Services, uow: UnitOfWork, actor: Actor, *, build_id: str) -> Bu
 
 
 def resign(uow: UnitOfWork, clock: Clock, actor: Actor, *, build_id: str) -> Job:
-    """Process a finished build again, signed with its app's code-signing file.
+    """Process a finished build again, signed with its app's code-signing file (an IPA with
+    the file's PKCS#12 and the IPA's own provisioning profile, which must list its
+    certificate).
 
     A completed build, or one that failed at its Signing stage, may be signed; it shows as
     processing until the new output is ready.
@@ -450,8 +452,6 @@ def resign(uow: UnitOfWork, clock: Clock, actor: Actor, *, build_id: str) -> Job
             f"Build {build.number} failed before signing ({build.error_message}); "
             "upload the app again."
         )
-    if build.platform is Platform.IOS:
-        raise SigningFileMissing("appyard signs APKs and AABs; iOS builds cannot be signed here.")
     key = (
         signing_keys.app_file(
             uow, tenant_id=build.tenant_id, app_id=build.app_id, platform=build.platform

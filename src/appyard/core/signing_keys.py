@@ -4,8 +4,8 @@ signed with.
 A key is opened with its password and alias when it is created, and refused with a clear
 reason (wrong password, missing alias, expired certificate, over 10 MB, no private key).
 An iOS key must be a PKCS#12 file; it may carry a provisioning profile, which must be
-readable, unexpired and list the key's certificate (:func:`check_profile`). iOS keys are
-stored and validated for later re-signing; appyard does not re-sign IPAs yet.
+readable, unexpired and list the key's certificate (:func:`check_profile`); IPAs are
+re-signed with both (``signing/ios``), or with the IPA's own profile when the key has none.
 The keystore file, its passwords and the profile are sealed with AES-GCM under the master key
 (:mod:`appyard.core.crypto`) before they reach the database; raw secrets never leave this
 module except as a :class:`SigningMaterial` handed to the signer. One default per platform

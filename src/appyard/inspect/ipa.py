@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,9 @@ from appyard.inspect.cgbi import MAX_PNG_BYTES, PngError, normalize_png, png_hea
 from appyard.inspect.facts import Identity
 from appyard.inspect.mobileprovision import (
     MAX_PROFILE_BYTES,
+    CertificateInfo,
     ProvisioningProfile,
+    SigningType,
     parse_mobileprovision,
 )
 from appyard.inspect.plist import (
@@ -45,6 +47,7 @@ from appyard.inspect.plist import (
 )
 
 MAX_ICON_CANDIDATES = 32
+MAX_SIGNING_PROBLEMS = 50
 
 _APP_INFO = re.compile(r"^(?P<prefix>(?:[^/]+/)*?)Payload/(?P<app>[^/]+\.app)/Info\.plist$")
 _NESTED_INFO = re.compile(r"^(?P<bundle>.+\.(?:app|appex|xpc))/Info\.plist$")
@@ -67,6 +70,24 @@ class Icon:
     height: int
     png: bytes = field(repr=False)  # a standard PNG (converted when the file was CgBI)
     converted_from_cgbi: bool
+
+
+@dataclass(frozen=True)
+class IpaSigningFacts:
+    """The code signature as :func:`appyard.signing.ios.verify.verify_ipa` reads it."""
+
+    intact: bool  # every page, slot, resource, CMS and profile check passed
+    problems: tuple[str, ...]  # the first MAX_SIGNING_PROBLEMS, each naming its file
+    team_id: str | None  # of the main executable's CodeDirectory
+    identifier: str | None
+    certificate: CertificateInfo | None  # the CMS signer of the main executable
+    adhoc: bool
+    hash_types: tuple[str, ...]  # of its CodeDirectories, slot 0 first
+    designated_requirement: str | None
+    profile_type: SigningType | None  # of the app's embedded.mobileprovision
+    certificate_in_profile: bool | None  # the signer is among its DeveloperCertificates
+    signed_bundles: tuple[str, ...]  # every bundle checked, innermost first
+    entitlements: dict[str, Any] = field(hash=False)
 
 
 @dataclass(frozen=True)
@@ -95,6 +116,7 @@ class IpaFacts:
     provisioning_profile: ProvisioningProfile | None  # embedded.mobileprovision
     nested_bundles: tuple[str, ...]  # apps/extensions inside the app, relative to app_dir
     info_plist: dict[str, Any] = field(hash=False, repr=False)
+    signature: IpaSigningFacts | None = field(default=None, hash=False)  # None: not verified
 
     @property
     def device_family_names(self) -> tuple[str, ...]:
@@ -270,8 +292,62 @@ def _nested_bundles(zf: SafeZip, app_dir: str) -> tuple[str, ...]:
     return tuple(sorted(bundles))
 
 
-def inspect_ipa(path: str | Path) -> IpaFacts:
-    """Read the facts of an IPA file; raise :class:`InvalidArtifact` for a broken one."""
+def signing_facts(path: str | Path) -> IpaSigningFacts:
+    """Verify every code signature in the IPA (:mod:`appyard.signing.ios.verify`)."""
+    from appyard.signing.ios.verify import verify_ipa
+
+    try:
+        report = verify_ipa(path)
+    except InvalidArtifact as exc:
+        return IpaSigningFacts(
+            intact=False,
+            problems=(f"The signatures cannot be checked: {exc.message}",),
+            team_id=None,
+            identifier=None,
+            certificate=None,
+            adhoc=False,
+            hash_types=(),
+            designated_requirement=None,
+            profile_type=None,
+            certificate_in_profile=None,
+            signed_bundles=(),
+            entitlements={},
+        )
+    app = report.app
+    main = app.slices[0] if app.slices else None
+    signer = main.signer if main else None
+    profile = app.profile
+    listed = (
+        signer.sha256 in {c.sha256 for c in profile.developer_certificates}
+        if profile is not None and signer is not None
+        else None
+    )
+    return IpaSigningFacts(
+        intact=report.intact,
+        problems=report.problems[:MAX_SIGNING_PROBLEMS],
+        team_id=main.team_id if main else None,
+        identifier=main.identifier if main else None,
+        certificate=signer,
+        adhoc=main.adhoc if main else False,
+        hash_types=main.hash_types if main else (),
+        designated_requirement=main.designated_requirement if main else None,
+        profile_type=profile.signing_type if profile else None,
+        certificate_in_profile=listed,
+        signed_bundles=tuple(b.path for b in report.bundles),
+        entitlements=(main.entitlements or {}) if main else {},
+    )
+
+
+def inspect_ipa(path: str | Path, *, verify_signatures: bool = True) -> IpaFacts:
+    """Read the facts of an IPA file; raise :class:`InvalidArtifact` for a broken one.
+    ``verify_signatures`` (reads every byte) adds :attr:`IpaFacts.signature`."""
+    facts = _inspect_ipa(path)
+    if not verify_signatures:
+        return facts
+    return replace(facts, signature=signing_facts(path))
+
+
+def _inspect_ipa(path: str | Path) -> IpaFacts:
     with SafeZip(path, kind="IPA") as zf:
         app_dir, prefix = _find_app(zf)
         plist_name = f"{app_dir}Info.plist"

@@ -34,6 +34,7 @@ from appyard.core.models import Build, Finding, Job, SigningKey, Stage
 from appyard.core.ports import UnitOfWork, chunked
 from appyard.inspect import inspect_file
 from appyard.pipeline import transforms
+from appyard.signing.ios.resign import resign_ipa
 from appyard.signing.keystore import SigningMaterial
 from appyard.signing.lineage import Rotation
 from appyard.signing.sign import sign_aab, sign_apk
@@ -333,9 +334,14 @@ class ProcessBuild(BuildJob):
                 sign_apk(src, out, material, rotation=self._rotation)
             elif kind == "aab":
                 sign_aab(src, out, material)
-            else:
-                raise signing_keys.SigningKeyUnavailable(
-                    "Re-signing IPAs is not supported: appyard signs APKs and AABs."
+            else:  # an IPA: the key's profile, else the IPA's own when it lists the certificate
+                with self.s.uow() as uow:
+                    profile = signing_keys.open_profile(
+                        uow, self.s.sealer(), key_id=self._key[0].id
+                    )
+                profiles = [profile] if profile else []
+                resign_ipa(
+                    src, out, material, profiles=profiles, now=self.s.clock.now(), workdir=tmp
                 )
         except errors.AppyardError as exc:
             self._signing_failed(build, exc)

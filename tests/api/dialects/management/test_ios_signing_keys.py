@@ -1,6 +1,7 @@
 """iOS signing keys through the management API: one PKCS#12 file per key (a provisioning
 profile is attached with the admin CLI), listed in the spec's shape without secrets, and an
-IPA build with an iOS key still says that IPAs are not re-signed."""
+IPA build with an iOS key goes to the re-signer, whose refusal fails it at Signing (the
+re-signing itself: tests/pipeline/test_ipa_signing.py)."""
 
 from __future__ import annotations
 
@@ -85,7 +86,7 @@ def test_a_jks_named_p12_is_refused_when_it_arrives(client: TestClient, me: Call
     assert key["error_message"].startswith("An iOS signing key must be a PKCS#12 (.p12) file")
 
 
-def test_an_ipa_build_with_an_ios_key_is_not_resigned(
+def test_an_ipa_build_with_an_ios_key_fails_at_signing_with_the_reason(
     client: TestClient, runtime: Runtime, me: Caller, tmp_path: Path
 ) -> None:
     signer = make_signer(DEVELOPER)
@@ -102,6 +103,6 @@ def test_an_ipa_build_with_an_ios_key_is_not_resigned(
     build = build_of(client, me, ticket["start_time"])
     assert build["signed"] is False and build["signing_key_id"] == key_id
     assert build["success"] is False  # the Signing stage fails the build
-    assert build["signing_error_message"] == (
-        "Re-signing IPAs is not supported: appyard signs APKs and AABs."
+    assert build["signing_error_message"] == (  # make_ipa's executable is a bare header
+        "Payload/Example.app/Example (arm64) has no __LINKEDIT segment to hold a code signature."
     )
