@@ -15,7 +15,9 @@ directory on the same disk, and moves the same bytes through both, interleaved A
   ``curl -o /dev/null``;
 - ``form``: the store CI upload (``curl -F apk=@app.apk .../portal/api/uploads/ci``, one new
   tenant and CI token per pair so every upload is a new version: 201) vs ``curl -T`` of the
-  same APK to nginx (issue 6).
+  same APK to nginx (issue 6);
+- ``spec``: the upload-context API's ``uploadSpec`` PUT (``curl -T`` with every header the
+  spec hands out) vs ``curl -T`` to nginx (issue 10).
 
 Then the same appyard app under uvicorn for ``--uvicorn-pairs`` pairs of each direction, to
 show why the server is Granian. It prints MB/s (10^6 bytes per second), the median of the
@@ -81,14 +83,15 @@ GIB = 1024 * MIB
 MULTIPART_THRESHOLD = 100 * MIB  # appyard's default APPYARD_MULTIPART_THRESHOLD
 TRANSFER_TIMEOUT = 600.0
 JOB_TIMEOUT = 900.0
-DIRECTIONS = ("put", "multipart", "get", "form")
+DIRECTIONS = ("put", "multipart", "get", "form", "spec")
 LABELS = {
     "put": "signed single PUT",
     "multipart": "multipart (10 MiB parts + complete)",
     "get": "signed download GET",
     "form": "store CI upload (multipart/form-data)",
+    "spec": "upload-context uploadSpec PUT",
 }
-TARGETS = {"put": 0.8, "multipart": 0.8, "get": 0.8, "form": 0.7}  # issues 2 and 6
+TARGETS = {"put": 0.8, "multipart": 0.8, "get": 0.8, "form": 0.7, "spec": 0.9}  # issues 2, 6, 10
 
 
 def log(message: str) -> None:
@@ -195,12 +198,11 @@ def sendfile_puts(urls: list[str], path: Path, chunk: int) -> list[str]:
     return etags
 
 
-def curl_put(path: Path, url: str) -> float:
+def curl_put(path: Path, url: str, headers: dict[str, str] | None = None) -> float:
     """``curl -T``: streams the file (curl sends Expect: 100-continue; both servers answer)."""
-    res = curl(
-        ["-T", str(path), "-H", "Content-Type: application/octet-stream", url],
-        timeout=TRANSFER_TIMEOUT,
-    )
+    sent = headers or {"Content-Type": "application/octet-stream"}
+    flags = [arg for name, value in sent.items() for arg in ("-H", f"{name}: {value}")]
+    res = curl(["-T", str(path), *flags, url], timeout=TRANSFER_TIMEOUT)
     size = path.stat().st_size
     if res.status not in (200, 201, 204) or res.uploaded != size:
         raise RuntimeError(f"PUT {url[:60]} answered {res.status}, sent {res.uploaded}/{size}")
@@ -299,6 +301,7 @@ class Appyard:
     cpu: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     multipart_split: list[tuple[float, float]] = field(default_factory=list)
     ci_tokens: list[str] = field(default_factory=list)  # one tenant per form-upload pair
+    context: Api | None = None  # the upload-context API with a context token
 
     def object_path(self, key: str) -> Path:
         return self.data / "blobs" / "objects" / key
@@ -476,7 +479,7 @@ def download_url(srv: Appyard, dl: Download) -> str:
 
     secret = (srv.data / "secret.key").read_text().strip().encode()
     store = LocalBlobStore(srv.data / "blobs", public_url=srv.base, secret=secret)
-    return store.presign_get(dl.key, file_name=dl.file_name, expires_in=3600)
+    return store.presign_get(dl.key, file_name=dl.file_name, expires_in=3600).url
 
 
 # -- the measurements -------------------------------------------------------------------------
@@ -615,6 +618,34 @@ class Bench:
             time.sleep(0.5)
         raise RuntimeError(f"validation of {version_id} did not finish")
 
+    def appyard_spec(self, srv: Appyard) -> Callable[[int], float]:
+        if srv.context is None:
+            made = json.loads(admin(srv.data, "create-key", "--tenant", "default", "--kind",
+                                    "context", "--json"))  # fmt: skip
+            srv.context = Api(srv.base, made["key"])
+        api = srv.context
+
+        def run(i: int) -> float:
+            context = api.ok("POST", "/api/v1/projects/bench/build-uploads")
+            body = api.ok(
+                "POST",
+                "/api/v1/projects/bench/builds",
+                {"contextId": context["id"], "buildType": "APK",
+                 "buildFileName": f"bench-spec-{i}.apk"},
+            )  # fmt: skip
+            spec = body["uploadSpec"]
+            if spec["method"] != "PUT":
+                raise RuntimeError(f"unexpected uploadSpec {spec}")
+            with srv.sampler.phase("spec"), self._cpu(srv, "spec", "appyard"):
+                speed = curl_put(self.payload, spec["url"], spec["headers"])
+            number = body["build"]["id"]
+            found = list((srv.data / "blobs" / "objects").glob(f"*/uploads/*/*/{number}/*"))
+            key = found[0].relative_to(srv.data / "blobs" / "objects").as_posix() if found else ""
+            self._finish_build(srv, {"job_id": str(number), "file_path": key})
+            return speed
+
+        return run
+
     # B: nginx --------------------------------------------------------------------------------
     def nginx_form(self, srv: Appyard) -> Callable[[int], float]:
         """The same APK as one PUT to nginx (the issue's baseline for the form upload)."""
@@ -631,11 +662,11 @@ class Bench:
 
         return run
 
-    def nginx_put(self, srv: Appyard) -> Callable[[int], float]:
+    def nginx_put(self, srv: Appyard, direction: str = "put") -> Callable[[int], float]:
         def run(i: int) -> float:
-            name = f"put-{i}.bin"
+            name = f"{direction}-{i}.bin"
             try:
-                with self._cpu(srv, "put", "nginx"):
+                with self._cpu(srv, direction, "nginx"):
                     return curl_put(self.payload, f"{self.nginx_base}/{name}")
             finally:
                 (self.nginx_root / name).unlink(missing_ok=True)
@@ -674,8 +705,10 @@ class Bench:
             "multipart": self.appyard_multipart,
             "get": self.appyard_get,
             "form": self.appyard_form,
+            "spec": self.appyard_spec,
         }[direction](srv)
         b = {
+            "spec": lambda srv: self.nginx_put(srv, "spec"),
             "put": self.nginx_put,
             "multipart": self.nginx_single_sendfile,
             "get": self.nginx_get,
@@ -788,7 +821,7 @@ def report(
         out["download_note"] = download.note
     granian = out["servers"].get("granian", {}).get("directions", {})
     if granian:
-        print("\ntargets (issues 2 and 6, Granian): ", end="")
+        print("\ntargets (issues 2, 6 and 10, Granian): ", end="")
         checks = []
         for direction in DIRECTIONS:
             if direction in granian:
@@ -817,7 +850,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--directions",
         default=",".join(DIRECTIONS),
-        help="comma-separated subset of put,multipart,get,form",
+        help="comma-separated subset of put,multipart,get,form,spec",
     )
     parser.add_argument(
         "--dir",

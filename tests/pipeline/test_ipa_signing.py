@@ -121,3 +121,62 @@ def test_a_key_without_profile_fails_at_signing_naming_the_missing_profile(
         "Payload/Demo.app ('Their team profile'"
     )
     assert "attach a profile for com.example.demo that lists it" in build.signing_error_message
+
+
+def test_the_management_apis_legacy_signing_file_resigns_an_ipa(
+    runtime: Runtime, tenant: TenantKey, tmp_path: Path
+) -> None:
+    """``upload_code_signing_file`` (a .p12, no profile) then ``sign_application_build``: the
+    IPA is re-signed with the file's identity and the IPA's own profile, which lists it."""
+    import base64
+
+    from fastapi.testclient import TestClient
+
+    from appyard.app import create_app
+    from appyard.core import identity as identities
+    from appyard.core.models import TokenKind
+
+    svc = runtime.services
+    me = make_identity()
+    ipa = signed_ipa(tmp_path, me, make_profile(me, name="Team profile"))
+    build = upload_build(runtime, tenant, ipa, file_name="app.ipa", signing_key_id="none")
+    assert Worker(svc).run_once("w")
+    with svc.transaction() as uow:
+        raw = identities.create_token(
+            uow, svc.clock, tenant_id=tenant.tenant_id, kind=TokenKind.MANAGEMENT
+        ).raw
+        app_id = uow.builds.get(build.id).app_id  # type: ignore[union-attr]
+    headers = {
+        "Authorization": f"Bearer {base64.b64encode(raw.encode()).decode()}",
+        "tenant": tenant.tenant_id,
+    }
+    with TestClient(create_app(runtime=runtime, start_worker=False)) as client:
+        made = client.post(
+            "/frontend/upload_code_signing_file",
+            headers=headers,
+            json={
+                "file": "dist.p12",
+                "password": me.password,
+                "application_id": app_id,
+                "platform": "ios",
+            },
+        )
+        assert made.status_code == 200, made.text
+        assert client.put(made.json()["url"], content=me.p12).status_code == 200
+        r = client.post(
+            "/frontend/sign_application_build",
+            headers=headers,
+            json={"platform": "ios", "name": "app.ipa", "start_time": build.number},
+        )
+        assert r.status_code == 200, r.text
+    assert Worker(svc).run_once("w")
+    with svc.uow() as uow:
+        signed = uow.builds.get(build.id)
+    assert signed is not None and signed.status is BuildStatus.COMPLETED, signed
+    assert signed.signed and signed.output_key
+    out = tmp_path / "resigned.ipa"
+    with svc.store.open_read(signed.output_key) as src, open(out, "wb") as dst:
+        for chunk in chunked(src):
+            dst.write(chunk)
+    report = verify_ipa(out)
+    assert report.intact and report.app.slices[0].team_id == TEAM

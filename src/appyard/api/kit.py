@@ -242,7 +242,6 @@ class Guard:
     def __init__(self, app: FastAPI, dialect: Dialect) -> None:
         self.app = app
         self.dialect = dialect
-        self.state = app.state  # so that mounted apps are inspectable like the FastAPI app
 
     def _limit(self, scope: Scope) -> int | None:
         path = scope.get("path", "")

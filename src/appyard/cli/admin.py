@@ -104,7 +104,7 @@ def create_key(
     ctx: typer.Context,
     tenant: Annotated[str, typer.Option(help="tenant name")],
     kind: Annotated[
-        TokenKind, typer.Option(help="automation, ci, management, app, service-account")
+        TokenKind, typer.Option(help="automation, ci, management, context, app, service-account")
     ] = TokenKind.AUTOMATION,
     name: Annotated[str, typer.Option(help="a label for the key")] = "",
     as_json: JsonFlag = False,

@@ -96,6 +96,7 @@ class JobRepo(Repo):
     def count_running(self, tenant_id: str, now: datetime, *, but: str = "") -> int:
         q = select(func.count()).where(
             t.jobs.c.tenant_id == tenant_id,
+            t.jobs.c.build_id.is_not(None),  # builds count against the limit; mail does not
             t.jobs.c.state == JobState.RUNNING.value,
             t.jobs.c.lease_until >= now,
             t.jobs.c.id != but,
