@@ -164,6 +164,7 @@ class JobRepo(Protocol):
     def count_running(self, tenant_id: str, now: datetime, *, but: str = "") -> int:
         """Build jobs of the tenant running under a live lease (other than ``but``)."""
         ...
+
     def lock_tenant(self, tenant_id: str) -> bool:
         """Serialize job claims of one tenant until the transaction ends (so its concurrency
         limit holds across workers on many machines); False when another claimer holds it."""
