@@ -427,12 +427,14 @@ def wait_for_port(
 APPYARD = [sys.executable, "-m", "appyard.cli"]
 
 
-# Service fixtures (SeaweedFS, Redis) for every tier; imported last: they use the helpers above.
+# Service fixtures (SeaweedFS, Redis, an SMTP server, a webhook receiver) for every tier;
+# imported last: they use the helpers above.
 from tests.backends.services import (  # noqa: E402
     S3Server,
     private_redis,
     redis_url,
     s3_server,
 )
+from tests.going_out import receiver, smtp  # noqa: E402
 
-__all__ = ["S3Server", "private_redis", "redis_url", "s3_server"]
+__all__ = ["S3Server", "private_redis", "receiver", "redis_url", "s3_server", "smtp"]

@@ -78,6 +78,12 @@ class InvalidField(BadRequest):
     code = "request.invalid_field"
 
 
+class MalformedForm(InvalidField):
+    """The multipart/form-data body is malformed or incomplete."""
+
+    code = "upload.malformed_form"
+
+
 class InvalidFileName(BadRequest):
     """The file name must end in lowercase .apk, .aab or .ipa."""
 
@@ -222,6 +228,12 @@ class CredentialDisabled(Unauthenticated):
     code = "auth.credential_disabled"
 
 
+class CredentialExpired(Unauthenticated):
+    """The credential has expired."""
+
+    code = "auth.credential_expired"
+
+
 class PlanNotAllowed(Unauthenticated):
     """The tenant's plan does not include this API."""
 
@@ -247,3 +259,18 @@ class ArtifactTooLarge(InvalidArtifact):
     """The artifact expands beyond the allowed size."""
 
     code = "artifact.too_large"
+
+
+# --- going out ----------------------------------------------------------------------------------
+
+
+class DeliveryFailed(AppyardError):
+    """The mail server or the webhook endpoint did not take the message."""
+
+    code, status = "delivery.failed", 502
+
+
+class DestinationRefused(BadRequest):
+    """appyard does not send to this address."""
+
+    code = "webhook.destination_refused"

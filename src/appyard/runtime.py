@@ -13,12 +13,21 @@ from appyard.backends.db.engine import make_engine
 from appyard.backends.db.uow import SqlUnitOfWorkFactory
 from appyard.backends.queue.embedded import EmbeddedQueue
 from appyard.backends.storage.local import LocalBlobStore
+from appyard.backends.webhooks.http import HttpSender
 from appyard.core import arrivals
-from appyard.core.context import Services
+from appyard.core.context import NoMail, Services
 from appyard.core.controls import DEFAULT_STRIP_PATTERNS, ProtectionOptions
 from appyard.core.crypto import SecretBox
 from appyard.core.policy import UploadPolicy
-from appyard.core.ports import ArrivalListener, BlobInfo, BlobStore, Clock, JobQueue, SystemClock
+from appyard.core.ports import (
+    ArrivalListener,
+    BlobInfo,
+    BlobStore,
+    Clock,
+    JobQueue,
+    Mailer,
+    SystemClock,
+)
 from appyard.settings import Settings
 
 
@@ -54,6 +63,14 @@ def _store(settings: Settings) -> BlobStore:
 
         return S3BlobStore(settings.effective_storage_url)
     raise ValueError(f"Unsupported storage URL scheme {url.scheme!r}.")
+
+
+def _mailer(settings: Settings) -> Mailer:
+    if settings.smtp_url is None:
+        return NoMail()
+    from appyard.backends.mail.smtp import SmtpMailer
+
+    return SmtpMailer(settings.smtp_url.get_secret_value(), sender=settings.mail_from)
 
 
 def _queue(settings: Settings) -> JobQueue:
@@ -95,6 +112,12 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         clock=clock or SystemClock(),
         spool_dir=_spool(settings),
         box=SecretBox(*settings.master_keys(), reload=settings.master_keys),
+        mailer=_mailer(settings),
+        sender=HttpSender(
+            allow_private=settings.webhook_allow_private,
+            timeout=settings.webhook_timeout_seconds,
+        ),
+        public_url=settings.effective_public_url,
         protection=ProtectionOptions(
             strip_patterns=settings.strip_pattern_list or DEFAULT_STRIP_PATTERNS,
             protector_command=settings.protector_command,

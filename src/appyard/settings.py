@@ -67,6 +67,13 @@ class Settings(BaseSettings):
     # split like a shell would but never run by one; empty means no external protector.
     protector_command: str = ""
     protector_timeout_seconds: float = Field(default=600.0, gt=0)
+    # Email (notifications): smtp://user:pass@host:port, smtps://..., or ?starttls=true; unset:
+    # no mail is sent and notifications are recorded as skipped.
+    smtp_url: SecretStr | None = None
+    mail_from: str = "appyard <appyard@localhost>"
+    # Webhook endpoints on loopback, private or link-local addresses are refused unless true.
+    webhook_allow_private: bool = False
+    webhook_timeout_seconds: float = Field(default=15.0, gt=0, le=120)
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -81,6 +88,11 @@ class Settings(BaseSettings):
         scheme = urlsplit(self.storage_url).scheme if self.storage_url else "file"
         if scheme not in ("file", "s3"):
             raise ValueError("APPYARD_STORAGE_URL must be a file:// or s3:// URL.")
+        if self.smtp_url is not None and urlsplit(self.smtp_url.get_secret_value()).scheme not in (
+            "smtp",
+            "smtps",
+        ):
+            raise ValueError("APPYARD_SMTP_URL must be an smtp:// or smtps:// URL.")
         if self.protector_command and not all(
             p in self.protector_command for p in ("{input}", "{output}")
         ):

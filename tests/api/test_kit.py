@@ -28,7 +28,7 @@ def client(runtime: Runtime) -> Iterator[TestClient]:
 
 def test_app_mounts_every_dialect_of_the_list(client: TestClient) -> None:
     names = {d.name for d in DIALECTS}
-    assert names == {"automation", "management", "store-ci", "upload-context"}
+    assert names == {"automation", "distribution", "management", "store-ci", "upload-context"}
     for dialect in DIALECTS:
         doc = client.get(f"{dialect.prefix}/openapi.json")
         assert doc.status_code == 200, dialect.name

@@ -5,11 +5,13 @@ are form posts (store CI, distribution)."""
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from starlette.requests import Request
 from streaming_form_data import StreamingFormDataParser
+from streaming_form_data.parser import parse_content_boundary
 from streaming_form_data.targets import BaseTarget, ValueTarget
 
 from appyard import errors
@@ -87,31 +89,44 @@ async def stream_form(
     file_fields: tuple[str, ...],
     text_fields: tuple[str, ...] = (),
     max_size: int,
+    file_limits: Mapping[str, int] | None = None,
 ) -> Form:
-    """Parse the request body as it arrives. Parts not named are ignored (not stored)."""
+    """Parse the request body as it arrives. Parts not named are ignored (not stored). A file
+    part holds at most ``max_size`` bytes (``file_limits`` may give a part less); a body that
+    ends before its closing boundary is refused (a truncated upload is never taken)."""
     content_type = request.headers.get("content-type", "")
     if not content_type.lower().startswith("multipart/form-data"):
-        raise errors.InvalidField("Send the upload as multipart/form-data.")
+        raise errors.MalformedForm("Send the upload as multipart/form-data.")
     try:
         parser = StreamingFormDataParser(headers=dict(request.headers))
+        ender = b"\r\n--" + parse_content_boundary(request.headers) + b"--"
     except Exception:  # the library raises bare exceptions for bad headers
-        raise errors.InvalidField("The multipart/form-data boundary is missing.") from None
+        raise errors.MalformedForm("The multipart/form-data boundary is missing.") from None
     targets: dict[str, _FileTarget] = {}
     values: dict[str, ValueTarget] = {}
+    limits = file_limits or {}
     for name in file_fields:
-        targets[name] = _FileTarget(name, spool_dir / f"form-{secrets.token_hex(8)}", max_size)
+        path = spool_dir / f"form-{secrets.token_hex(8)}"
+        targets[name] = _FileTarget(name, path, min(max_size, limits.get(name, max_size)))
         parser.register(name, targets[name])
     for name in text_fields:
         values[name] = _BoundedValue()
         parser.register(name, values[name])
+    tail = b""
     try:
         async for chunk in request.stream():
+            tail = (tail + chunk[-len(ender) - 256 :])[-len(ender) - 256 :]
             try:
                 parser.data_received(chunk)
             except errors.AppyardError:
                 raise
             except Exception as exc:  # malformed multipart body
-                raise errors.InvalidField(f"Malformed multipart/form-data body ({exc}).") from None
+                raise errors.MalformedForm(f"Malformed multipart/form-data body ({exc}).") from None
+        if ender not in tail:
+            raise errors.MalformedForm(
+                "The multipart/form-data body ended before its closing boundary: the upload "
+                "is incomplete."
+            )
     except BaseException:
         for target in targets.values():
             target.discard()

@@ -74,7 +74,8 @@ class Dialect:
     render: Renderer
     security: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     body_limit: int = DEFAULT_BODY_LIMIT
-    # Paths (inside the prefix) with another limit; None: the route streams and bounds its body.
+    # Paths (inside the prefix, ``{name}`` for a segment) with another limit; None: the route
+    # streams and bounds its body itself.
     body_limits: Mapping[str, int | None] = field(default_factory=dict)
     docs: bool = False  # also serve Swagger UI at <prefix>/docs
 
@@ -242,13 +243,20 @@ class Guard:
     def __init__(self, app: FastAPI, dialect: Dialect) -> None:
         self.app = app
         self.dialect = dialect
+        self.limits = [
+            (re.compile("^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(path)) + "$"), limit)
+            for path, limit in dialect.body_limits.items()
+        ]
 
     def _limit(self, scope: Scope) -> int | None:
         path = scope.get("path", "")
         root = scope.get("root_path", "")
         if root and path.startswith(root):
             path = path[len(root) :]
-        return self.dialect.body_limits.get(path or "/", self.dialect.body_limit)
+        for pattern, limit in self.limits:
+            if pattern.match(path or "/"):
+                return limit
+        return self.dialect.body_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

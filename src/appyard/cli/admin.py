@@ -18,8 +18,8 @@ from rich.console import Console
 from rich.table import Table
 
 from appyard import errors
-from appyard.cli.common import runtime_from
-from appyard.core import controls, identity, signing_keys, tenants, users, versions
+from appyard.cli.common import parse_duration, runtime_from
+from appyard.core import apps, controls, identity, signing_keys, tenants, users, versions
 from appyard.core.crypto import SecretBox
 from appyard.core.models import (
     Actor,
@@ -104,16 +104,36 @@ def create_key(
     ctx: typer.Context,
     tenant: Annotated[str, typer.Option(help="tenant name")],
     kind: Annotated[
-        TokenKind, typer.Option(help="automation, ci, management, context, app, service-account")
+        TokenKind,
+        typer.Option(help="automation, ci, management, context, app, service-account"),
     ] = TokenKind.AUTOMATION,
     name: Annotated[str, typer.Option(help="a label for the key")] = "",
+    app_slug: Annotated[
+        str | None,
+        typer.Option("--app", help="kind app: the app it uploads to (made when unknown)"),
+    ] = None,
+    expires: Annotated[
+        str | None, typer.Option(help="expire after a time such as 90d, 12h or 30m")
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Create a key and print its raw value ONCE (key_id:key_secret); only a hash is kept."""
+    lifetime = parse_duration(expires) if expires else None
 
     def make(uow: UnitOfWork, clock: Any) -> identity.IssuedToken:
         t = tenants.by_name(uow, name=tenant)
-        return identity.create_token(uow, clock, tenant_id=t.id, kind=kind, name=name)
+        app_id = None
+        if app_slug is not None:
+            app_id = apps.named(uow, clock, tenant_id=t.id, slug=app_slug, create=True).id
+        return identity.create_token(
+            uow,
+            clock,
+            tenant_id=t.id,
+            kind=kind,
+            name=name,
+            app_id=app_id,
+            expires_at=clock.now() + lifetime if lifetime else None,
+        )
 
     issued = _run(ctx, make)
     data = {
@@ -122,6 +142,8 @@ def create_key(
         "kind": kind.value,
         "tenant": tenant,
         "name": issued.token.name,
+        "app_id": issued.token.app_id,
+        "expires_at": issued.token.expires_at.isoformat() if issued.token.expires_at else None,
     }
     _emit(
         as_json,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -40,3 +42,15 @@ def runtime_from(ctx: typer.Context, *, migrate: bool = True) -> Runtime:
 def set_data_dir(ctx: typer.Context, data_dir: Path | None) -> None:
     if data_dir is not None:
         ctx_obj(ctx).overrides["data_dir"] = data_dir
+
+
+_DURATION = re.compile(r"^\s*(\d{1,6})\s*([smhdw])\s*$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_duration(value: str) -> timedelta:
+    """``90d``, ``12h``, ``30m``, ``2w``, ``45s`` -> a timedelta (typer's BadParameter else)."""
+    match = _DURATION.match(value)
+    if not match or int(match[1]) == 0:
+        raise typer.BadParameter(f"{value!r} is not a duration such as 90d, 12h or 30m.")
+    return timedelta(**{_UNITS[match[2]]: int(match[1])})

@@ -11,14 +11,11 @@ plists) are left out unless ``include_bytes`` is set; then they are base64 strin
 
 from __future__ import annotations
 
-import base64
-import dataclasses
-import enum
 import hashlib
 import json
 import sys
 from collections.abc import Iterator, Mapping
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +26,7 @@ from rich.text import Text
 from appyard.checks import Finding, History, Severity, default_config, evaluate
 from appyard.checks.model import VERSIONS
 from appyard.errors import InvalidArtifact
-from appyard.inspect import inspect_file
+from appyard.inspect import inspect_file, to_jsonable
 
 SCHEMA = "appyard.inspect/1"
 EXIT_OK, EXIT_BLOCKING, EXIT_INVALID = 0, 1, 2
@@ -41,55 +38,6 @@ _SEVERITY_STYLE = {
 }
 # big nested mappings that the human table summarises instead of listing
 _SUMMARISED = {"info_plist", "plist", "entitlements"}
-
-
-class _Omit:
-    """Marker: leave this value out of the document."""
-
-
-_OMIT = _Omit()
-
-
-def to_jsonable(value: Any, *, include_bytes: bool = False) -> Any:
-    """Facts (frozen dataclasses, enums, datetimes, plist values) as JSON-ready values.
-
-    Bytes become base64 strings with ``include_bytes``, else the field is left out.
-    """
-    result = _convert(value, include_bytes)
-    return None if isinstance(result, _Omit) else result
-
-
-def _convert(value: Any, include_bytes: bool) -> Any:
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    if isinstance(value, enum.Enum):
-        return _convert(value.value, include_bytes)
-    if isinstance(value, datetime):
-        aware = value if value.tzinfo else value.replace(tzinfo=UTC)
-        return aware.isoformat()
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, bytes | bytearray | memoryview):
-        return base64.b64encode(bytes(value)).decode("ascii") if include_bytes else _OMIT
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(value):
-            converted = _convert(getattr(value, f.name), include_bytes)
-            if not isinstance(converted, _Omit):
-                out[f.name] = converted
-        return out
-    if isinstance(value, Mapping):
-        out = {}
-        for key, item in value.items():
-            converted = _convert(item, include_bytes)
-            if not isinstance(converted, _Omit):
-                out[str(key)] = converted
-        return out
-    if isinstance(value, list | tuple | set | frozenset):
-        items = sorted(value, key=repr) if isinstance(value, set | frozenset) else value
-        kept = [c for c in (_convert(i, include_bytes) for i in items) if not isinstance(c, _Omit)]
-        return _OMIT if items and not kept else kept  # a list of bytes goes with its bytes
-    return str(value)  # plistlib.UID and anything else: its text form
 
 
 def _file_info(path: Path) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from appyard.cli import admin
+from appyard.cli import admin, admin_going_out
 from appyard.cli.common import ctx_obj, runtime_from, set_data_dir
 from appyard.core import identity, tenants
 from appyard.core.models import Plan, TokenKind
@@ -22,7 +22,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-app.add_typer(admin.app, name="admin")
+app.add_typer(admin.app, name="admin")  # admin_going_out adds its commands to it
+assert admin_going_out.__name__  # its import registers its commands on admin.app
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 console = Console()

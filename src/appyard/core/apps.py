@@ -19,7 +19,7 @@ from appyard import errors
 from appyard.core import identity, signing_keys, uploads
 from appyard.core.crypto import SecretBox
 from appyard.core.ids import new_id
-from appyard.core.models import Actor, App, Build, Platform
+from appyard.core.models import Actor, App, Build, Platform, TokenKind
 from appyard.core.policy import UploadPolicy
 from appyard.core.ports import BlobStore, Clock, SignedRequest, UnitOfWork
 
@@ -43,6 +43,12 @@ class AppHasVersions(errors.Conflict):
     """The application has store versions and cannot be deleted."""
 
     code = "app.has_versions"
+
+
+class AppSlugTaken(errors.Conflict):
+    """An app with this name already exists in the tenant."""
+
+    code = "app.slug_taken"
 
 
 class AppIdentifierMismatch(errors.InvalidArtifact):
@@ -131,6 +137,42 @@ def named(
             raise
         return found
     return app
+
+
+def create(uow: UnitOfWork, clock: Clock, *, tenant_id: str, slug: str, name: str = "") -> App:
+    """A new app named ``slug``, ahead of any build (its first build binds its identifier)."""
+    if uow.apps.get_by_slug(tenant_id, check_slug(slug)) is not None:
+        raise AppSlugTaken(f"An app named {slug!r} already exists.", slug=slug)
+    return named(uow, clock, tenant_id=tenant_id, slug=slug, create=True, name=name)
+
+
+def by_ref(uow: UnitOfWork, *, tenant_id: str, ref: str) -> App:
+    """The tenant's app by its id or its slug."""
+    app = uow.apps.get(ref)
+    if app is None or app.tenant_id != tenant_id:
+        app = uow.apps.get_by_slug(tenant_id, ref)
+    if app is None:
+        raise AppNotFound(f"No application {ref!r}.")
+    return app
+
+
+def for_uploads(
+    uow: UnitOfWork, actor: Actor, *, tenant_ref: str | None = None, app_ref: str | None = None
+) -> App:
+    """The app an actor sends builds to: an app token's own app (naming none), or, for a
+    tenant-wide token (a service account), the app named by ``app_ref`` in the tenant named
+    by ``tenant_ref`` (its id or name). Anything else is not found, so ids reveal nothing."""
+    if actor.app_id is not None:
+        if tenant_ref is not None or app_ref is not None:
+            raise errors.Forbidden("An app token sends builds to its own app only.")
+        return get(uow, actor, app_id=actor.app_id)
+    identity.require_token(actor, TokenKind.SERVICE_ACCOUNT, action="uploading to any app")
+    if tenant_ref is None or app_ref is None:
+        raise errors.Forbidden("A tenant-wide token names the tenant and app it sends builds to.")
+    tenant = uow.tenants.get(actor.tenant)
+    if tenant is None or tenant_ref not in (tenant.id, tenant.name) or not app_ref:
+        raise AppNotFound("Entity not found.")
+    return by_ref(uow, tenant_id=tenant.id, ref=app_ref)
 
 
 def bind(uow: UnitOfWork, app: App, *, platform: Platform, identifier: str) -> App:

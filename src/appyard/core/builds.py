@@ -100,6 +100,16 @@ def output_key(build: Build) -> str:
     )
 
 
+def icon_key(build: Build) -> str:
+    """Where a build's icon is kept (a PNG; a custom package's may be a JPEG)."""
+    return f"{build.tenant_id}/icons/{build.id}"
+
+
+def page_url(public_url: str, build: Build) -> str:
+    """The build's page in the portal: what emails and webhook receivers link to."""
+    return f"{public_url.rstrip('/')}/builds/{build.id}"
+
+
 def _meta(meta: dict[str, Any] | None) -> dict[str, Any]:
     clean = {k: v for k, v in (meta or {}).items() if v is not None}
     if len(repr(clean)) > META_LIMIT:
@@ -426,7 +436,7 @@ def delete(svc: Services, uow: UnitOfWork, actor: Actor, *, build_id: str) -> Bu
         raise BuildInStore(f"Build {build.number} backs a store version and cannot be deleted.")
     deleted = replace(build, deleted=True, output_key=None, updated_at=svc.clock.now())
     uow.builds.save(deleted)
-    for key in (build.output_key, build.source_key):
+    for key in (build.output_key, build.source_key, icon_key(build)):
         if key:
             svc.store.delete(key)
     outbox.emit(uow, svc.clock, "build.deleted", tenant_id=build.tenant_id, subject_id=build.id)

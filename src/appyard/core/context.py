@@ -17,12 +17,24 @@ from appyard.core.ports import (
     BlobStore,
     Clock,
     JobQueue,
+    Mailer,
+    MailMessage,
     SystemClock,
     UnitOfWork,
     UnitOfWorkFactory,
+    WebhookSender,
 )
 
 log = logging.getLogger("appyard.core")
+
+
+class NoMail:
+    """No mail server configured: nothing is sent (notifications are recorded as skipped)."""
+
+    configured = False
+
+    def send(self, message: MailMessage) -> None:
+        raise RuntimeError("no mail server is configured")
 
 
 @dataclass(frozen=True)
@@ -38,6 +50,10 @@ class Services:
     spool_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
     # Server-wide settings of the protection transforms (strip patterns, external protector).
     protection: ProtectionOptions = field(default_factory=ProtectionOptions)
+    # Going out: email, webhook deliveries, and the address people reach this server at.
+    mailer: Mailer = field(default_factory=lambda: NoMail())
+    sender: WebhookSender | None = None
+    public_url: str = "http://127.0.0.1:8080"
 
     def sealer(self) -> SecretBox:
         if self.box is None:
@@ -58,6 +74,9 @@ class Services:
     def relay(self) -> int:
         """Deliver the outbox now. A failure is logged, not raised: the cause is committed,
         and the workers' periodic relay delivers it later."""
+        from appyard.core import consumers  # registers the built-in consumers (once)
+
+        consumers.register()
         try:
             return outbox.relay(self.uow, self.clock, self.queue)
         except Exception:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from appyard import errors
 from appyard.core import tenants, users
@@ -64,9 +64,28 @@ def raw_value(kind: TokenKind, key_id: str, secret: str) -> str:
 
 
 def create_token(
-    uow: UnitOfWork, clock: Clock, *, tenant_id: str, kind: TokenKind, name: str = ""
+    uow: UnitOfWork,
+    clock: Clock,
+    *,
+    tenant_id: str,
+    kind: TokenKind,
+    name: str = "",
+    app_id: str | None = None,
+    expires_at: datetime | None = None,
 ) -> IssuedToken:
+    """A new token, shown once. An app token (kind ``app``) is bound to one app of the
+    tenant; any token may expire."""
     tenant = tenants.get(uow, tenant_id=tenant_id)
+    if (kind is TokenKind.APP) != (app_id is not None):
+        raise errors.InvalidField(
+            "An app token names its app (--app SLUG); other tokens name none.", field="app"
+        )
+    if app_id is not None:
+        app = uow.apps.get(app_id)
+        if app is None or app.tenant_id != tenant_id:
+            raise errors.NotFound(f"No app {app_id!r} in this tenant.")
+    if expires_at is not None and expires_at <= clock.now():
+        raise errors.InvalidField("A token's expiry must be in the future.", field="expires")
     if kind is TokenKind.AUTOMATION:
         limit = tenants.limits(tenant)
         if not limit.automation_allowed:
@@ -90,6 +109,8 @@ def create_token(
         scopes=(),
         disabled=False,
         created_at=clock.now(),
+        app_id=app_id,
+        expires_at=expires_at,
     )
     uow.tokens.add(token)
     return IssuedToken(token=token, raw=raw_value(kind, key_id, secret))
@@ -109,6 +130,11 @@ def authenticate(uow: UnitOfWork, clock: Clock, credential: AnyCredential) -> Ac
         raise errors.InvalidCredential("Invalid API key.")
     if token.disabled:
         raise errors.CredentialDisabled("This API key has been disabled.")
+    now = clock.now()
+    if token.expires_at is not None and token.expires_at <= now:
+        raise errors.CredentialExpired(
+            f"This token expired on {token.expires_at.date().isoformat()}."
+        )
     tenant = uow.tenants.get(token.tenant_id)
     if tenant is None:
         raise errors.InvalidCredential("Invalid API key.")
@@ -122,10 +148,22 @@ def authenticate(uow: UnitOfWork, clock: Clock, credential: AnyCredential) -> Ac
             raise errors.InvalidCredential("Missing tenant header: send tenant: <tenant id>.")
         if named not in (tenant.id, tenant.name):
             raise errors.WrongTenant("The tenant header does not name this API key's tenant.")
-    now = clock.now()
     if token.last_used_at is None or now - token.last_used_at > TOUCH_EVERY:
         uow.tokens.touch(token.id, now)  # at most once a minute: reads stay reads
-    return Actor(id=token.id, tenant_id=token.tenant_id, token_kind=token.kind, scopes=token.scopes)
+    return Actor(
+        id=token.id,
+        tenant_id=token.tenant_id,
+        token_kind=token.kind,
+        scopes=token.scopes,
+        app_id=token.app_id,
+    )
+
+
+def require_member(actor: Actor, *, action: str) -> str:
+    """A signed-in member (developer) of a tenant; returns the tenant id."""
+    if not actor.is_user or actor.role is not Role.DEVELOPER:
+        raise errors.Forbidden(f"Only a signed-in member of the tenant may {action}.")
+    return actor.tenant
 
 
 def member_tokens(uow: UnitOfWork, actor: Actor, *, kind: TokenKind) -> list[Token]:

@@ -3,10 +3,11 @@ workers.
 
 A job is created in one place (:func:`create`), in the transaction of its cause, with a
 wake-up in the outbox when it is ready to run. Its ``kind`` names the handler that runs it
-(the worker looks it up by name). A worker claims a job atomically (queued, or running with an
-expired lease), renews the lease while it works, and finishes with success or failure. A job
-whose worker died is claimed again once its lease expires; after ``MAX_ATTEMPTS`` claims it
-fails with a message instead of looping forever.
+(the worker looks it up by name). A worker claims a job atomically (queued and due, or running
+with an expired lease), renews the lease while it works, and finishes with success, failure,
+or a retry after a backoff (:func:`retry`, for work that talks to other machines: mail,
+webhooks). A job whose worker died is claimed again once its lease expires; after its
+``max_attempts`` claims it fails with a message instead of looping forever.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ MAX_ATTEMPTS = 3
 PROCESS_BUILD = "build.process"  # inspect, check, protect, sign, store the output
 INSPECT_BUILD = "build.inspect"  # inspect and check only; the input is the output
 VALIDATE_VERSION = "version.validate"  # a store version's validation run
+KEEP_BUILD = "build.keep"  # a custom-platform package: stored as it is, nothing to inspect
+NOTIFY_BUILD = "mail.build"  # email the people a build's uploader asked to notify
+DELIVER_WEBHOOK = "webhook.deliver"  # POST one event to one endpoint
 
 
 def create(
@@ -37,6 +41,7 @@ def create(
     build_id: str | None = None,
     waiting: bool = False,
     payload: dict[str, Any] | None = None,
+    max_attempts: int = MAX_ATTEMPTS,
 ) -> Job:
     """A new job; ``waiting`` until its input arrives (:func:`release`), else queued now."""
     now = clock.now()
@@ -50,6 +55,7 @@ def create(
         created_at=now,
         updated_at=now,
         payload=payload or {},
+        max_attempts=max_attempts,
     )
     uow.jobs.add(job)
     if not waiting:
@@ -94,30 +100,66 @@ def claim(uow: UnitOfWork, clock: Clock, *, owner: str, lease_seconds: int) -> J
     """Take the oldest claimable job whose tenant is under its concurrency limit."""
     now = clock.now()
     until = now + timedelta(seconds=lease_seconds)
-    for spent in uow.jobs.exhausted(now, MAX_ATTEMPTS, 20):
+    for spent in uow.jobs.exhausted(now, 20):
         _give_up(uow, clock, spent)
     full: set[str] = set()
     for _ in range(20):
         with uow.savepoint() as point:
-            job = uow.jobs.claim_next(
-                owner, now, until, max_attempts=MAX_ATTEMPTS, skip_tenants=frozenset(full)
-            )
+            job = uow.jobs.claim_next(owner, now, until, skip_tenants=frozenset(full))
             if job is None:
                 return None
+            if job.build_id is None:
+                return job
             tenant = uow.tenants.get(job.tenant_id)
             limit = tenants.limits(tenant).concurrent_builds if tenant else None
-            if limit is None or job.build_id is None:
-                return job
+            if limit is None:
+                return _started(uow, clock, job)
             # Held until the caller commits: the count and the claim are one step for this
             # tenant across every worker (another claimer holding it: try another tenant).
             if (
                 uow.jobs.lock_tenant(job.tenant_id)
                 and uow.jobs.count_running(job.tenant_id, now, but=job.id) < limit
             ):
-                return job
+                return _started(uow, clock, job)
             point.rollback()
             full.add(job.tenant_id)
     return None
+
+
+def _started(uow: UnitOfWork, clock: Clock, job: Job) -> Job:
+    """The first claim of a build's job is when its processing started."""
+    assert job.build_id is not None
+    build = uow.builds.get(job.build_id)
+    if build is not None and build.started_at is None:
+        uow.builds.save(replace(build, started_at=clock.now()))
+    return job
+
+
+def retry(uow: UnitOfWork, clock: Clock, *, job: Job, message: str, delay: timedelta) -> bool:
+    """Queue the job again after ``delay``; False (and the job failed) when it used up its
+    attempts."""
+    now = clock.now()
+    if job.attempts >= job.max_attempts:
+        fail(uow, clock, job=job, message=message)
+        return False
+    uow.jobs.save(
+        replace(
+            job,
+            state=JobState.QUEUED,
+            lease_owner=None,
+            lease_until=None,
+            run_after=now + delay,
+            updated_at=now,
+        )
+    )
+    outbox.wake(uow, clock, job_id=job.id, kind=job.kind, tenant_id=job.tenant_id)
+    return True
+
+
+def backoff(attempt: int, *, base: timedelta, cap: timedelta) -> timedelta:
+    """Exponential backoff: ``base * 2**(attempt-1)``, at most ``cap``."""
+    grown: timedelta = base * (2 ** max(0, attempt - 1))
+    return min(cap, grown)
 
 
 def _give_up(uow: UnitOfWork, clock: Clock, job: Job) -> None:
@@ -168,7 +210,13 @@ def finished(
     """The build ends ``completed`` or ``failed``, with its event (build.processed or
     build.failed) in the same transaction."""
     updated = update_build(
-        uow, clock, build_id=build.id, status=status, progress=Stage.DONE, **fields
+        uow,
+        clock,
+        build_id=build.id,
+        status=status,
+        progress=Stage.DONE,
+        finished_at=clock.now(),
+        **fields,
     )
     topic = "build.processed" if status is BuildStatus.COMPLETED else "build.failed"
     outbox.emit(

@@ -22,6 +22,18 @@ class Plan(enum.StrEnum):
 class Platform(enum.StrEnum):
     ANDROID = "android"
     IOS = "ios"
+    # Custom build platforms (the distribution API): stored and distributed, not inspected.
+    MACOS = "macos"
+    PS4 = "ps4"
+    PS5 = "ps5"
+    SWITCH = "switch"
+    XBOX_ONE = "xbox-one"
+    XBOX_SERIES = "xbox-series"
+
+    @property
+    def mobile(self) -> bool:
+        """Android and iOS builds are inspected, checked and processed; the rest are not."""
+        return self in (Platform.ANDROID, Platform.IOS)
 
 
 class ConfigVersion(enum.StrEnum):
@@ -134,6 +146,8 @@ class Token:
     disabled: bool
     created_at: datetime
     last_used_at: datetime | None = None
+    app_id: str | None = None  # an app token acts on this one app only
+    expires_at: datetime | None = None  # None: until disabled
 
 
 @dataclass(frozen=True)
@@ -244,6 +258,8 @@ class Build:
     deleted: bool = False  # input and output removed; the row stays in history
     source: str = ""  # how it arrived: the dialect (automation, store-ci, upload-context, ...)
     meta: dict[str, Any] = field(default_factory=dict)  # what the client said (name, commit, ...)
+    started_at: datetime | None = None  # a worker first took its job
+    finished_at: datetime | None = None  # it completed or failed
 
 
 @dataclass(frozen=True)
@@ -259,6 +275,8 @@ class Job:
     lease_owner: str | None = None
     lease_until: datetime | None = None
     payload: dict[str, Any] = field(default_factory=dict)
+    run_after: datetime | None = None  # not claimed before this (a retry's backoff)
+    max_attempts: int = 3  # claims (crashes and retries) before it fails for good
 
 
 @dataclass(frozen=True)
@@ -427,3 +445,77 @@ class SigningKey:
     lineage: bytes | None = None
     original_key_id: str | None = None
     rotation_min_sdk: int | None = None
+
+
+# --- going out: people to notify, webhook endpoints, what was delivered --------------------------
+
+
+class MemberRole(enum.StrEnum):
+    COLLABORATOR = "collaborator"  # works on the app (or every app of the tenant)
+    EMPLOYEE = "employee"  # a tester or user of the tenant's builds, in groups
+
+
+@dataclass(frozen=True)
+class Member:
+    """A person who hears of a tenant's builds by email."""
+
+    id: str
+    tenant_id: str
+    email: str
+    name: str
+    role: MemberRole
+    groups: tuple[str, ...]
+    language: str
+    created_at: datetime
+    app_id: str | None = None  # a collaborator of one app; None: of the whole tenant
+
+
+class DeliveryStatus(enum.StrEnum):
+    SENT = "sent"
+    FAILED = "failed"
+    SKIPPED = "skipped"  # no way to send (no SMTP configured): recorded, not retried
+
+
+@dataclass(frozen=True)
+class MailDelivery:
+    """One notification email for one recipient, as it went."""
+
+    id: str
+    tenant_id: str
+    build_id: str
+    topic: str  # the event that caused it (build.processed, build.failed)
+    recipient: str
+    language: str
+    status: DeliveryStatus
+    attempts: int
+    at: datetime
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """An endpoint that receives the tenant's events, signed the Standard Webhooks way."""
+
+    id: str
+    tenant_id: str
+    url: str
+    sealed_secret: bytes  # the whsec_ secret, sealed under the master key (signing needs it)
+    events: tuple[str, ...]  # topics; () means every event
+    disabled: bool
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class WebhookDelivery:
+    """One attempt to deliver one event to one endpoint."""
+
+    id: str
+    webhook_id: str
+    tenant_id: str
+    event_id: int
+    topic: str
+    attempt: int
+    at: datetime
+    status_code: int | None = None  # None: no answer (refused, timed out)
+    latency_ms: int | None = None
+    error: str | None = None

@@ -26,6 +26,8 @@ from appyard.core.models import (
     Finding,
     Job,
     LimitOverrides,
+    MailDelivery,
+    Member,
     Part,
     Plan,
     Platform,
@@ -40,6 +42,8 @@ from appyard.core.models import (
     ValidationRun,
     Version,
     VersionEvent,
+    Webhook,
+    WebhookDelivery,
 )
 
 
@@ -148,16 +152,16 @@ class JobRepo(Protocol):
         now: datetime,
         until: datetime,
         *,
-        max_attempts: int,
         skip_tenants: frozenset[str] = frozenset(),
     ) -> Job | None:
-        """Take the oldest claimable job (queued, or running with an expired lease) with fewer
-        than ``max_attempts`` claims, of a tenant not in ``skip_tenants``, in one statement
-        (PostgreSQL: ``FOR UPDATE SKIP LOCKED``; SQLite: its writers are serialized)."""
+        """Take the oldest claimable job (queued, or running with an expired lease), due
+        (``run_after`` passed) and claimed fewer than its ``max_attempts`` times, of a tenant
+        not in ``skip_tenants``, in one statement (PostgreSQL: ``FOR UPDATE SKIP LOCKED``;
+        SQLite: its writers are serialized)."""
         ...
 
-    def exhausted(self, now: datetime, max_attempts: int, limit: int) -> list[Job]:
-        """Claimable jobs that were claimed ``max_attempts`` times already."""
+    def exhausted(self, now: datetime, limit: int) -> list[Job]:
+        """Claimable jobs that were claimed their ``max_attempts`` times already."""
         ...
 
     def renew(self, job_id: str, owner: str, until: datetime) -> bool: ...
@@ -271,10 +275,48 @@ class OutboxRepo(Protocol):
 
     def dispatched(self, ids: list[int], at: datetime) -> None: ...
     def forget(self, ids: list[int]) -> None: ...
-    def events(self, *, tenant_id: str | None, subject_id: str | None = None) -> list[Event]: ...
+    def events(
+        self,
+        *,
+        tenant_id: str | None,
+        subject_id: str | None = None,
+        event_id: int | None = None,
+        limit: int = 1000,
+    ) -> list[Event]:
+        """The event log (dispatched or not), oldest first."""
+        ...
+
     @property
     def written(self) -> bool:
         """Whether this unit of work added rows (the caller relays them after commit)."""
+        ...
+
+
+class MemberRepo(Protocol):
+    def add(self, member: Member) -> None: ...
+    def get(self, member_id: str) -> Member | None: ...
+    def list(self, tenant_id: str) -> list[Member]: ...
+    def delete(self, member_id: str) -> None: ...
+
+
+class MailDeliveryRepo(Protocol):
+    def add(self, delivery: MailDelivery) -> None: ...
+    def for_build(self, build_id: str) -> list[MailDelivery]: ...
+
+
+class WebhookRepo(Protocol):
+    def add(self, webhook: Webhook) -> None: ...
+    def get(self, webhook_id: str) -> Webhook | None: ...
+    def list(self, tenant_id: str) -> list[Webhook]: ...
+    def save(self, webhook: Webhook) -> None: ...
+    def delete(self, webhook_id: str) -> None: ...
+
+
+class WebhookDeliveryRepo(Protocol):
+    def add(self, delivery: WebhookDelivery) -> None: ...
+    def get(self, delivery_id: str) -> WebhookDelivery | None: ...
+    def for_webhook(self, webhook_id: str, limit: int = 100) -> list[WebhookDelivery]:
+        """The endpoint's latest deliveries, newest first."""
         ...
 
 
@@ -308,6 +350,10 @@ class UnitOfWork(Protocol):
     signing_keys: SigningKeyRepo
     outbox: OutboxRepo
     sequences: SequenceRepo
+    members: MemberRepo
+    mail_deliveries: MailDeliveryRepo
+    webhooks: WebhookRepo
+    webhook_deliveries: WebhookDeliveryRepo
 
     def commit(self) -> None: ...
     def rollback(self) -> None: ...
@@ -349,6 +395,15 @@ class SignedRequest:
 ArrivalListener = Callable[[str, "BlobInfo"], None]
 
 
+@dataclass(frozen=True)
+class StoreLocation:
+    """Where objects live, as a client may be told."""
+
+    id: str  # "local" | "s3"
+    name: str
+    region: str | None = None
+
+
 class BlobStore(Protocol):
     """Object storage. Keys are validated by the store; callers build them tenant-scoped.
 
@@ -359,6 +414,7 @@ class BlobStore(Protocol):
     """
 
     reports_arrivals: bool
+    location: StoreLocation
 
     def listen(self, listener: ArrivalListener) -> None:
         """Call ``listener(key, info)`` after each object a signed PUT published (stores that
@@ -394,6 +450,48 @@ class BlobStore(Protocol):
 
     def check(self) -> None:
         """Raise, in one sentence, when the store cannot be used (checked at startup)."""
+        ...
+
+
+# --- going out ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MailMessage:
+    to: str
+    subject: str
+    text: str
+    html: str
+
+
+class Mailer(Protocol):
+    """Sends email (backends/mail). ``configured`` is False when no server was set up: then
+    nothing is sent, and notifications are recorded as skipped."""
+
+    configured: bool
+
+    def send(self, message: MailMessage) -> None:
+        """Hand one message to the mail server; ``DeliveryFailed`` with the reason if not."""
+        ...
+
+
+@dataclass(frozen=True)
+class HttpAnswer:
+    status: int
+    latency_ms: int
+
+
+class WebhookSender(Protocol):
+    """POSTs webhook deliveries (backends/webhooks): no redirects followed, replies bounded
+    and never logged, private destinations refused unless allowed."""
+
+    def check_url(self, url: str) -> None:
+        """``DestinationRefused`` for a URL appyard will not send to (scheme, or a host that
+        resolves to a loopback, private or link-local address)."""
+        ...
+
+    def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> HttpAnswer:
+        """``DeliveryFailed`` with the reason when no HTTP answer came back."""
         ...
 
 

@@ -11,6 +11,9 @@ from typing import TYPE_CHECKING, Union
 
 from appyard.errors import InvalidArtifact
 from appyard.inspect.facts import Identity
+from appyard.inspect.serialize import to_jsonable
+
+__all__ = ["Facts", "inspect_file", "summary", "to_jsonable", "upload_identity"]
 
 if TYPE_CHECKING:
     from appyard.inspect.aab import AabFacts
@@ -20,21 +23,28 @@ if TYPE_CHECKING:
 Facts = Union["ApkFacts", "AabFacts", "IpaFacts"]
 
 
-def inspect_file(path: Path, kind: str | None = None) -> Facts:
+def inspect_file(path: Path, kind: str | None = None, *, verify_signatures: bool = True) -> Facts:
+    """Every fact of the artifact; ``verify_signatures=False`` skips what reads every byte
+    (the upload-time fast path: manifest or Info.plist, resources, icon, profile)."""
     kind = (kind or path.suffix.lstrip(".")).lower()
     if kind == "apk":
         from appyard.inspect.apk import inspect_apk
 
-        return inspect_apk(path)
+        return inspect_apk(path, verify_signatures=verify_signatures)
     if kind == "aab":
         from appyard.inspect.aab import inspect_aab
 
-        return inspect_aab(path)
+        return inspect_aab(path, verify_signatures=verify_signatures)
     if kind == "ipa":
         from appyard.inspect.ipa import inspect_ipa
 
-        return inspect_ipa(path)
+        return inspect_ipa(path, verify_signatures=verify_signatures)
     raise InvalidArtifact(f"Unknown artifact kind {kind!r}: expected apk, aab or ipa.")
+
+
+def summary(path: Path, kind: str) -> Facts:
+    """The upload-time fast path: :func:`inspect_file` without signature verification."""
+    return inspect_file(path, kind, verify_signatures=False)
 
 
 def upload_identity(path: Path) -> tuple[Identity, bool]:

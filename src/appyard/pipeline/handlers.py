@@ -9,7 +9,8 @@ from collections.abc import Callable
 from appyard.core import jobs
 from appyard.core.context import Services
 from appyard.core.models import Job
-from appyard.pipeline.process import inspect_build, process_build, validate_version
+from appyard.pipeline.outgoing import deliver_webhook, send_build_mail
+from appyard.pipeline.process import inspect_build, keep_build, process_build, validate_version
 
 Handler = Callable[[Services, Job, str], None]  # (services, claimed job, lease owner)
 
@@ -17,4 +18,7 @@ HANDLERS: dict[str, Handler] = {
     jobs.PROCESS_BUILD: process_build,
     jobs.INSPECT_BUILD: inspect_build,
     jobs.VALIDATE_VERSION: validate_version,
+    jobs.KEEP_BUILD: keep_build,
+    jobs.NOTIFY_BUILD: send_build_mail,
+    jobs.DELIVER_WEBHOOK: deliver_webhook,
 }

@@ -23,7 +23,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from appyard.core import apps, builds, controls, detections, jobs, signing_keys,
 from appyard.core.context import Services
 from appyard.core.models import Build, Finding, Job, SigningKey, Stage
 from appyard.core.ports import UnitOfWork, chunked
-from appyard.inspect import inspect_file
+from appyard.inspect import inspect_file, to_jsonable
 from appyard.pipeline import transforms
 from appyard.signing.ios.resign import resign_ipa
 from appyard.signing.keystore import SigningMaterial
@@ -76,18 +76,6 @@ class _Heartbeat:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-
-
-def _jsonable(value: Any) -> Any:
-    if is_dataclass(value) and not isinstance(value, type):
-        value = asdict(value)
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items() if not isinstance(v, bytes)}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value if not isinstance(v, bytes)]
-    if isinstance(value, str | int | float | bool) or value is None:
-        return value
-    return str(value)
 
 
 @dataclass
@@ -223,6 +211,9 @@ class BuildJob:
                     uow, self.s.clock, build=build, facts=facts, enabled=enabled
                 )
                 jobs.record_findings(uow, build_id=build.id, findings=findings)
+                icon = getattr(facts, "icon", None)
+                if icon is not None:  # every build's icon, for pages and answers that show it
+                    self.s.store.write(builds.icon_key(build), [icon.png])
                 build = jobs.update_build(
                     uow,
                     self.s.clock,
@@ -233,7 +224,7 @@ class BuildJob:
                     identifier=found.identifier,
                     version_code=found.version_code,
                     version_name=found.version_name,
-                    facts=_jsonable(facts),
+                    facts=to_jsonable(facts),
                 )
                 uow.commit()
         return Inspected(
@@ -369,6 +360,24 @@ class InspectBuild(BuildJob):
         log.info("job.inspected job_id=%s build_id=%s", self.job.id, build.id)
 
 
+class KeepBuild(BuildJob):
+    """``build.keep``: a custom-platform package is distributed as it was uploaded."""
+
+    def work(self, tmp: Path) -> None:
+        build = self._build()
+        with self.s.transaction() as uow:
+            jobs.succeed(
+                uow,
+                self.s.clock,
+                job=self.current(uow),
+                output_key=build.source_key,
+                output_size=build.size,
+                output_sha256=build.sha256,
+                signed=False,
+            )
+        log.info("job.kept job_id=%s build_id=%s", self.job.id, build.id)
+
+
 class ValidateVersion(BuildJob):
     """``version.validate``: a store version's validation run."""
 
@@ -395,6 +404,10 @@ def process_build(services: Services, job: Job, owner: str) -> None:
 
 def inspect_build(services: Services, job: Job, owner: str) -> None:
     InspectBuild(services, job, owner).run()
+
+
+def keep_build(services: Services, job: Job, owner: str) -> None:
+    KeepBuild(services, job, owner).run()
 
 
 def validate_version(services: Services, job: Job, owner: str) -> None:

@@ -3,11 +3,18 @@ and one line here. ``app.py`` mounts every one of them with the kit (``api/kit.p
 
 from __future__ import annotations
 
-from appyard.api.dialects import automation, management, store_ci, upload_context
+from appyard.api.dialects import (
+    automation,
+    distribution,
+    management,
+    store_ci,
+    upload_context,
+)
 from appyard.api.kit import Dialect
 
 DIALECTS: tuple[Dialect, ...] = (
     automation.DIALECT,
+    distribution.DIALECT,
     management.DIALECT,
     store_ci.DIALECT,
     upload_context.DIALECT,

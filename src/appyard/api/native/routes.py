@@ -14,9 +14,16 @@ from pydantic import BaseModel, Field
 
 from appyard import errors
 from appyard.api.kit import ApiError, Dialect, Svc, authenticator, bearer
-from appyard.core import users, versions
+from appyard.core import apps, identity, notifications, payloads, users, versions, webhooks
 from appyard.core.identity import AnyCredential, SessionCredential, parse_key_pair
-from appyard.core.models import Actor, StoreIssue, TokenKind, Version, VersionEvent
+from appyard.core.models import (
+    Actor,
+    MemberRole,
+    StoreIssue,
+    TokenKind,
+    Version,
+    VersionEvent,
+)
 
 SESSION_COOKIE = "appyard_session"
 MISSING = "Sign in first (POST /appyard/v1/auth/login)."
@@ -49,6 +56,29 @@ def extract(request: Request) -> AnyCredential | None:
 Caller = Annotated[Actor, Depends(authenticator(extract, MISSING))]
 
 
+class NewApp(BaseModel):
+    slug: str = Field(max_length=100)
+    name: str = Field(default="", max_length=255)
+
+
+class NewMember(BaseModel):
+    email: str = Field(max_length=255)
+    role: MemberRole
+    groups: list[str] = Field(default_factory=list, max_length=50)
+    app: str | None = Field(default=None, max_length=100)
+    language: str = "en"
+    name: str = Field(default="", max_length=255)
+
+
+class NewWebhook(BaseModel):
+    url: str = Field(max_length=2048)
+    events: list[str] = Field(default_factory=list, max_length=50)
+
+
+class Redelivery(BaseModel):
+    event_id: int
+
+
 class Login(BaseModel):
     email: str
     password: str
@@ -78,23 +108,7 @@ class NewIssue(BaseModel):
 
 
 def version_body(uow: Any, v: Version) -> dict[str, Any]:
-    count = versions.open_issue_count(uow, v)
-    return {
-        "id": v.id,
-        "tenant_id": v.tenant_id,
-        "app_id": v.app_id,
-        "build_id": v.build_id,
-        "version_code": v.version_code,
-        "version_name": v.version_name,
-        "status": v.status.value,
-        "open_issue_count": count,
-        "live_with_open_issues": v.status.value == "live" and count > 0,
-        "targets": {"countries": list(v.countries), "vehicle_contexts": list(v.vehicle_contexts)},
-        "rollout": {"percentage": v.rollout_percentage, "halted": v.rollout_halted},
-        "rejection_reason": v.rejection_reason,
-        "created_at": v.created_at.isoformat(),
-        "updated_at": v.updated_at.isoformat(),
-    }
+    return payloads.version(uow, v)
 
 
 def event_body(e: VersionEvent) -> dict[str, Any]:
@@ -152,6 +166,103 @@ def routes(app: FastAPI) -> None:
                 users.logout(uow, token=credential.token)
         response.delete_cookie(SESSION_COOKIE)
         return {"signed_out": True}
+
+    # --- apps, people notified, webhook endpoints (tenant members) ---------------------------
+
+    @app.post("/apps", status_code=201)
+    def create_app(body: NewApp, caller: Caller, svc: Svc) -> dict[str, Any]:
+        with svc.transaction() as uow:
+            tenant_id = identity.require_member(caller, action="create apps")
+            made = apps.create(uow, svc.clock, tenant_id=tenant_id, slug=body.slug, name=body.name)
+        return {"id": made.id, "slug": made.slug, "name": made.name}
+
+    @app.get("/members")
+    def list_members(caller: Caller, svc: Svc) -> list[dict[str, Any]]:
+        with svc.uow() as uow:
+            tenant_id = identity.require_member(caller, action="see who is notified")
+            return [
+                payloads.member(m) for m in notifications.list_members(uow, tenant_id=tenant_id)
+            ]
+
+    @app.post("/members", status_code=201)
+    def add_member(body: NewMember, caller: Caller, svc: Svc) -> dict[str, Any]:
+        with svc.transaction() as uow:
+            tenant_id = identity.require_member(caller, action="add people to notify")
+            member = notifications.add_member(
+                uow,
+                svc.clock,
+                tenant_id=tenant_id,
+                email=body.email,
+                role=body.role,
+                groups=tuple(body.groups),
+                app_slug=body.app,
+                language=body.language,
+                name=body.name,
+            )
+        return payloads.member(member)
+
+    @app.delete("/members/{member_id}")
+    def remove_member(member_id: str, caller: Caller, svc: Svc) -> dict[str, Any]:
+        with svc.transaction() as uow:
+            tenant_id = identity.require_member(caller, action="remove people")
+            notifications.remove_member(uow, tenant_id=tenant_id, member_id=member_id)
+        return {"id": member_id, "removed": True}
+
+    @app.get("/webhooks")
+    def list_webhooks(caller: Caller, svc: Svc) -> list[dict[str, Any]]:
+        with svc.uow() as uow:
+            tenant_id = identity.require_member(caller, action="see webhook endpoints")
+            return [payloads.webhook(w) for w in webhooks.list_webhooks(uow, tenant_id=tenant_id)]
+
+    @app.post("/webhooks", status_code=201)
+    def add_webhook(body: NewWebhook, caller: Caller, svc: Svc) -> dict[str, Any]:
+        assert svc.sender is not None
+        with svc.transaction() as uow:
+            tenant_id = identity.require_member(caller, action="add webhook endpoints")
+            made = webhooks.add(
+                uow,
+                svc.clock,
+                svc.sealer(),
+                svc.sender,
+                tenant_id=tenant_id,
+                url=body.url,
+                events=tuple(body.events),
+            )
+        return {**payloads.webhook(made.webhook), "secret": made.secret}
+
+    @app.post("/webhooks/{webhook_id}/{action}")
+    def toggle_webhook(webhook_id: str, action: str, caller: Caller, svc: Svc) -> dict[str, Any]:
+        if action not in ("disable", "enable"):
+            raise errors.NotFound("Not found.")
+        with svc.transaction() as uow:
+            tenant_id = identity.require_member(caller, action=f"{action} webhook endpoints")
+            made = webhooks.set_disabled(
+                uow, tenant_id=tenant_id, webhook_id=webhook_id, disabled=action == "disable"
+            )
+        return payloads.webhook(made)
+
+    @app.delete("/webhooks/{webhook_id}")
+    def delete_webhook(webhook_id: str, caller: Caller, svc: Svc) -> dict[str, Any]:
+        with svc.transaction() as uow:
+            tenant_id = identity.require_member(caller, action="delete webhook endpoints")
+            webhooks.delete(uow, tenant_id=tenant_id, webhook_id=webhook_id)
+        return {"id": webhook_id, "deleted": True}
+
+    @app.get("/webhooks/{webhook_id}/deliveries")
+    def webhook_deliveries(webhook_id: str, caller: Caller, svc: Svc) -> list[dict[str, Any]]:
+        with svc.uow() as uow:
+            tenant_id = identity.require_member(caller, action="see webhook deliveries")
+            found = webhooks.deliveries(uow, tenant_id=tenant_id, webhook_id=webhook_id)
+        return [payloads.delivery(d) for d in found]
+
+    @app.post("/webhooks/{webhook_id}/redeliver")
+    def redeliver(webhook_id: str, body: Redelivery, caller: Caller, svc: Svc) -> dict[str, Any]:
+        with svc.transaction() as uow:
+            tenant_id = identity.require_member(caller, action="redeliver webhook events")
+            job_id = webhooks.redeliver(
+                uow, svc.clock, tenant_id=tenant_id, webhook_id=webhook_id, event_id=body.event_id
+            )
+        return {"webhook_id": webhook_id, "event_id": body.event_id, "job_id": job_id}
 
     @app.get("/versions/{version_id}")
     def get_version(version_id: str, caller: Caller, svc: Svc) -> dict[str, Any]:

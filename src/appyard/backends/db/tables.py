@@ -55,6 +55,8 @@ tokens = Table(
     Column("disabled", Boolean, nullable=False),
     Column("created_at", TS, nullable=False),
     Column("last_used_at", TS),
+    Column("app_id", String(40)),  # 0006: an app token's one app
+    Column("expires_at", TS),  # 0006
 )
 
 apps = Table(
@@ -62,7 +64,7 @@ apps = Table(
     metadata,
     Column("id", String(40), primary_key=True),
     Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False),
-    Column("platform", String(10)),  # 0005: null until the first build binds it
+    Column("platform", String(20)),  # 0005: null until the first build binds it
     Column("identifier", String(255)),  # 0005: null until the first build binds it
     Column("name", String(255), nullable=False),
     Column("created_at", TS, nullable=False),
@@ -78,7 +80,7 @@ builds = Table(
     Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False),
     Column("number", BigInteger, nullable=False),  # 0005: was start_time
     Column("app_id", String(40), ForeignKey("apps.id")),
-    Column("platform", String(10), nullable=False),
+    Column("platform", String(20), nullable=False),
     Column("config_version", String(20), nullable=False),
     Column("file_name", String(255), nullable=False),
     Column("source_key", String(1024), nullable=False),
@@ -102,6 +104,8 @@ builds = Table(
     Column("deleted", Boolean, nullable=False),  # 0002
     Column("source", String(40), nullable=False),  # 0005
     Column("meta", JSON, nullable=False),  # 0005
+    Column("started_at", TS),  # 0006
+    Column("finished_at", TS),  # 0006
     UniqueConstraint("tenant_id", "number"),
     Index(None, "tenant_id", "status"),
     Index(None, "tenant_id", "platform", "config_version", "created_at"),
@@ -145,6 +149,8 @@ jobs = Table(
     Column("lease_owner", String(100)),
     Column("lease_until", TS),
     Column("payload", JSON, nullable=False),  # 0005
+    Column("run_after", TS),  # 0006
+    Column("max_attempts", Integer, nullable=False),  # 0006
     Index(None, "state", "created_at"),
 )
 
@@ -152,7 +158,7 @@ control_settings = Table(
     "control_settings",
     metadata,
     Column("tenant_id", String(40), ForeignKey("tenants.id"), primary_key=True),
-    Column("platform", String(10), primary_key=True),
+    Column("platform", String(20), primary_key=True),
     Column("config_version", String(20), primary_key=True),
     Column("control_id", String(100), primary_key=True),
     Column("enabled", Boolean, nullable=False),
@@ -259,7 +265,7 @@ signing_keys = Table(
     Column("id", String(40), primary_key=True),
     Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False, index=True),
     Column("name", String(255), nullable=False),
-    Column("platform", String(10), nullable=False),
+    Column("platform", String(20), nullable=False),
     Column("is_default", Boolean, nullable=False),
     Column("state", String(20), nullable=False),
     Column("created_at", TS, nullable=False),
@@ -309,4 +315,63 @@ sequences = Table(
     Column("tenant_id", String(40), ForeignKey("tenants.id"), primary_key=True),
     Column("name", String(100), primary_key=True),
     Column("value", BigInteger, nullable=False),
+)
+
+# --- 0006: going out (members to mail, webhook endpoints, delivery logs) --------------------------
+
+members = Table(
+    "members",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False, index=True),
+    Column("email", String(255), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("role", String(20), nullable=False),
+    Column("groups", JSON, nullable=False),
+    Column("language", String(8), nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("app_id", String(40)),
+    UniqueConstraint("tenant_id", "email", "role", "app_id"),
+)
+
+mail_deliveries = Table(
+    "mail_deliveries",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False),
+    Column("build_id", String(20), nullable=False, index=True),
+    Column("topic", String(60), nullable=False),
+    Column("recipient", String(255), nullable=False),
+    Column("language", String(8), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("at", TS, nullable=False),
+    Column("error", Text),
+)
+
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False, index=True),
+    Column("url", String(2048), nullable=False),
+    Column("sealed_secret", LargeBinary, nullable=False),
+    Column("events", JSON, nullable=False),
+    Column("disabled", Boolean, nullable=False),
+    Column("created_at", TS, nullable=False),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("webhook_id", String(40), nullable=False, index=True),
+    Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False),
+    Column("event_id", Integer, nullable=False),
+    Column("topic", String(60), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("at", TS, nullable=False),
+    Column("status_code", Integer),
+    Column("latency_ms", Integer),
+    Column("error", Text),
 )

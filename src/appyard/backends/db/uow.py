@@ -16,6 +16,12 @@ from appyard.backends.db.repos.builds import (
     FindingRepo,
     UploadRepo,
 )
+from appyard.backends.db.repos.going_out import (
+    MailDeliveryRepo,
+    MemberRepo,
+    WebhookDeliveryRepo,
+    WebhookRepo,
+)
 from appyard.backends.db.repos.jobs import JobRepo, OutboxRepo
 from appyard.backends.db.repos.signing import SigningKeyRepo
 from appyard.backends.db.repos.store import EventRepo, IssueRepo, RunRepo, VersionRepo
@@ -58,6 +64,10 @@ class SqlUnitOfWork:
         self.signing_keys: ports.SigningKeyRepo = SigningKeyRepo(conn)
         self.outbox: ports.OutboxRepo = OutboxRepo(conn)
         self.sequences: ports.SequenceRepo = SequenceRepo(conn)
+        self.members: ports.MemberRepo = MemberRepo(conn)
+        self.mail_deliveries: ports.MailDeliveryRepo = MailDeliveryRepo(conn)
+        self.webhooks: ports.WebhookRepo = WebhookRepo(conn)
+        self.webhook_deliveries: ports.WebhookDeliveryRepo = WebhookDeliveryRepo(conn)
 
     def commit(self) -> None:
         self.conn.commit()

@@ -41,7 +41,7 @@ from typing import Any, BinaryIO
 
 from appyard import errors
 from appyard.core.models import Part
-from appyard.core.ports import ArrivalListener, BlobInfo, SignedRequest
+from appyard.core.ports import ArrivalListener, BlobInfo, SignedRequest, StoreLocation
 from appyard.core.spool import HashedFile
 
 _KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._()+ \-]*(/[A-Za-z0-9_][A-Za-z0-9._()+ \-]*)*$")
@@ -76,6 +76,7 @@ def etag_of(sha256_hex: str) -> str:
 
 class LocalBlobStore:
     reports_arrivals = True
+    location = StoreLocation(id="local", name="appyard local storage")
 
     def __init__(
         self, root: Path, *, public_url: str, secret: bytes, download_url: str = ""

@@ -52,7 +52,7 @@ from botocore.exceptions import ClientError
 
 from appyard import errors
 from appyard.core.models import Part
-from appyard.core.ports import ArrivalListener, BlobInfo, SignedRequest
+from appyard.core.ports import ArrivalListener, BlobInfo, SignedRequest, StoreLocation
 
 MIB = 1024 * 1024
 MIN_PART_SIZE = 5 * MIB  # S3: every part but the last
@@ -162,6 +162,7 @@ class S3BlobStore:
             )
         self.part_size = part_size
         self.list_page_size = list_page_size
+        self.location = StoreLocation(id="s3", name=f"S3 bucket {self.bucket}", region=self.region)
 
         session = boto3.session.Session(
             aws_access_key_id=access_key or None,

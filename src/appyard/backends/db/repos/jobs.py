@@ -45,12 +45,12 @@ class JobRepo(Repo):
         now: datetime,
         until: datetime,
         *,
-        max_attempts: int,
         skip_tenants: frozenset[str] = frozenset(),
     ) -> Job | None:
+        due = or_(t.jobs.c.run_after.is_(None), t.jobs.c.run_after <= now)
         candidate = (
             select(t.jobs.c.id)
-            .where(self._claimable(now), t.jobs.c.attempts < max_attempts)
+            .where(self._claimable(now), t.jobs.c.attempts < t.jobs.c.max_attempts, due)
             .order_by(t.jobs.c.created_at)
             .limit(1)
         )
@@ -72,10 +72,10 @@ class JobRepo(Repo):
         ).first()
         return to_obj(Job, row) if row else None
 
-    def exhausted(self, now: datetime, max_attempts: int, limit: int) -> list[Job]:
+    def exhausted(self, now: datetime, limit: int) -> list[Job]:
         q = (
             select(t.jobs)
-            .where(self._claimable(now), t.jobs.c.attempts >= max_attempts)
+            .where(self._claimable(now), t.jobs.c.attempts >= t.jobs.c.max_attempts)
             .order_by(t.jobs.c.created_at)
             .limit(limit)
         )
@@ -182,12 +182,22 @@ class OutboxRepo(Repo):
         if ids:
             self.conn.execute(delete(t.outbox).where(t.outbox.c.id.in_(ids)))
 
-    def events(self, *, tenant_id: str | None, subject_id: str | None = None) -> list[Event]:
+    def events(
+        self,
+        *,
+        tenant_id: str | None,
+        subject_id: str | None = None,
+        event_id: int | None = None,
+        limit: int = 1000,
+    ) -> list[Event]:
         q = select(t.outbox).where(t.outbox.c.kind == "event")
         if tenant_id is not None:
             q = q.where(t.outbox.c.tenant_id == tenant_id)
         if subject_id is not None:
             q = q.where(t.outbox.c.subject_id == subject_id)
+        if event_id is not None:
+            q = q.where(t.outbox.c.id == event_id)
+        q = q.limit(limit)
         return [
             Event(
                 id=r.id,

@@ -1,0 +1,1 @@
+"""Email backends (core.ports.Mailer): SMTP."""

@@ -1,0 +1,1 @@
+"""Webhook delivery backends (core.ports.WebhookSender): HTTP."""
