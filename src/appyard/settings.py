@@ -8,6 +8,7 @@ Built once by the CLI (or by tests, directly) and passed down; nothing else read
 from __future__ import annotations
 
 import base64
+import importlib.util
 import os
 import secrets
 from collections.abc import Callable
@@ -81,6 +82,12 @@ class Settings(BaseSettings):
         scheme = urlsplit(self.storage_url).scheme if self.storage_url else "file"
         if scheme not in ("file", "s3"):
             raise ValueError("APPYARD_STORAGE_URL must be a file:// or s3:// URL.")
+        for variable, module, extra in self._clients_needed():
+            if importlib.util.find_spec(module) is None:
+                raise ValueError(
+                    f"{variable} needs the {module} client, which is not installed: "
+                    f"pip install 'appyard[{extra}]'."
+                )
         if self.protector_command and not all(
             p in self.protector_command for p in ("{input}", "{output}")
         ):
@@ -88,6 +95,17 @@ class Settings(BaseSettings):
                 "APPYARD_PROTECTOR_COMMAND must contain both {input} and {output} placeholders."
             )
         return self
+
+    def _clients_needed(self) -> list[tuple[str, str, str]]:
+        """(variable, module, extra) for each scale-out client the configured URLs need."""
+        needed = []
+        if self.database_url.startswith("postgresql"):
+            needed.append(("APPYARD_DATABASE_URL", "psycopg", "postgres"))
+        if self.storage_url.startswith("s3:"):
+            needed.append(("APPYARD_STORAGE_URL", "boto3", "s3"))
+        if not self.embedded_queue:
+            needed.append(("APPYARD_QUEUE_URL", "redis", "redis"))
+        return needed
 
     # -- derived values ----------------------------------------------------------------------
     @property
