@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     # Base of signed download URLs (local storage); empty: the download listener's address
     # when `appyard serve` runs one and public_url is unset, else public_url.
     download_url: str = ""
+    # X-Accel-Redirect mode (local storage behind nginx): appyard checks a signed download
+    # URL and answers with this internal location prefix + the object's key, nginx sends the
+    # file (e.g. "/_protected/"); no sendfile listener then. Empty: appyard sends downloads.
+    download_accel_redirect: str = ""
     # Secret for signing URLs; read from (or created in) data_dir/secret.key when unset.
     secret_key: SecretStr | None = None
     # Master key for secrets at rest (base64 of 32 bytes); unset: data_dir/master.key (0600).
@@ -82,6 +86,15 @@ class Settings(BaseSettings):
         scheme = urlsplit(self.storage_url).scheme if self.storage_url else "file"
         if scheme not in ("file", "s3"):
             raise ValueError("APPYARD_STORAGE_URL must be a file:// or s3:// URL.")
+        if self.download_accel_redirect and not (
+            self.download_accel_redirect.startswith("/")
+            and self.download_accel_redirect.endswith("/")
+            and "?" not in self.download_accel_redirect
+        ):
+            raise ValueError(
+                "APPYARD_DOWNLOAD_ACCEL_REDIRECT must be a location prefix such as /_protected/ "
+                "(starting and ending with a slash)."
+            )
         for variable, module, extra in self._clients_needed():
             if importlib.util.find_spec(module) is None:
                 raise ValueError(
@@ -122,8 +135,9 @@ class Settings(BaseSettings):
 
     @property
     def effective_download_port(self) -> int:
-        """The download listener's port, 0 for none (S3 storage serves its own downloads)."""
-        if urlsplit(self.effective_storage_url).scheme != "file":
+        """The download listener's port, 0 for none (S3 storage serves its own downloads;
+        in X-Accel-Redirect mode nginx sends them)."""
+        if urlsplit(self.effective_storage_url).scheme != "file" or self.download_accel_redirect:
             return 0
         if self.download_port is None:
             return self.port + 1 if 0 < self.port < 65535 else 0
