@@ -16,6 +16,7 @@ from appyard.api.dialects.store_ci.routes import create_app as store_ci_app
 from appyard.api.native.routes import create_app as native_app
 from appyard.backends.storage.local_http import blob_app
 from appyard.core import signing_keys, uploads
+from appyard.health import readyz
 from appyard.runtime import Runtime, build_runtime
 from appyard.settings import Settings
 from appyard.worker import Worker
@@ -57,6 +58,8 @@ def create_app(
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    app.add_route("/readyz", readyz(runtime.engine, svc.store, svc.queue), methods=["GET"])
+
     if runtime.local_store is not None:
 
         def on_stored(key: str) -> None:
@@ -68,7 +71,8 @@ def create_app(
                 with transaction(svc) as uow:
                     signing_keys.notice_key_file(uow, svc.clock, svc.box, svc.store, upload_key=key)
 
-        app.mount("/_blob", blob_app(runtime.local_store, on_stored))
+        accel = runtime.settings.download_accel_redirect
+        app.mount("/_blob", blob_app(runtime.local_store, on_stored, accel_redirect=accel))
     app.mount("/automate", automation_app(svc))
     app.mount("/portal/api", store_ci_app(svc))
     app.mount("/appyard/v1", native_app(svc))
