@@ -24,7 +24,7 @@ from cryptography.x509.oid import NameOID
 def main(folder: Path, names: list[str]) -> int:
     cert_path, key_path = folder / "appyard.crt", folder / "appyard.key"
     if cert_path.exists() and key_path.exists():
-        print(f"keeping {cert_path}")
+        sys.stdout.write(f"keeping {cert_path}\n")
         return 0
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)
@@ -55,7 +55,7 @@ def main(folder: Path, names: list[str]) -> int:
             )
         )
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    print(f"made {cert_path} for {', '.join(names)}")
+    sys.stdout.write(f"made {cert_path} for {', '.join(names)}\n")
     return 0
 
 

@@ -294,3 +294,22 @@ def test_one_tls_port_serves_the_api_and_a_builds_presigned_upload_and_download(
     assert whole.status_code == 200 and whole.content[:2] == b"PK"
     assert part.status_code == 206 and part.content == whole.content[-100:]
     assert forged.status_code == 403
+
+
+def test_the_certificate_step_keeps_a_certificate_already_there(tmp_path: Path) -> None:
+    def make() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, DEPLOY / "selfsigned.py", tmp_path, "localhost", "appyard.test"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    first = make()
+    cert = (tmp_path / "appyard.crt").read_bytes()
+    second = make()
+
+    assert first.returncode == second.returncode == 0
+    assert second.stdout.startswith("keeping ")
+    assert (tmp_path / "appyard.crt").read_bytes() == cert
+    assert b"BEGIN CERTIFICATE" in cert
