@@ -14,6 +14,7 @@ from appyard.api import kit
 from appyard.api.dialects import DIALECTS
 from appyard.api.native.routes import API as NATIVE_API
 from appyard.backends.storage.local_http import blob_app
+from appyard.health import readyz
 from appyard.runtime import Runtime, build_runtime
 from appyard.settings import Settings
 from appyard.worker import Worker
@@ -55,8 +56,11 @@ def create_app(
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    app.add_route("/readyz", readyz(runtime.engine, svc.store, svc.queue), methods=["GET"])
+
     if runtime.local_store is not None:
-        app.mount("/_blob", blob_app(runtime.local_store))
+        accel = runtime.settings.download_accel_redirect
+        app.mount("/_blob", blob_app(runtime.local_store, accel_redirect=accel))
     for dialect in (*DIALECTS, NATIVE_API):
         app.mount(dialect.prefix, kit.mount(dialect, svc))
     return app

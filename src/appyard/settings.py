@@ -8,6 +8,7 @@ Built once by the CLI (or by tests, directly) and passed down; nothing else read
 from __future__ import annotations
 
 import base64
+import importlib.util
 import os
 import secrets
 from collections.abc import Callable
@@ -41,6 +42,10 @@ class Settings(BaseSettings):
     # Base of signed download URLs (local storage); empty: the download listener's address
     # when `appyard serve` runs one and public_url is unset, else public_url.
     download_url: str = ""
+    # X-Accel-Redirect mode (local storage behind nginx): appyard checks a signed download
+    # URL and answers with this internal location prefix + the object's key, nginx sends the
+    # file (e.g. "/_protected/"); no sendfile listener then. Empty: appyard sends downloads.
+    download_accel_redirect: str = ""
     # Secret for signing URLs; read from (or created in) data_dir/secret.key when unset.
     secret_key: SecretStr | None = None
     # Master key for secrets at rest (base64 of 32 bytes); unset: data_dir/master.key (0600).
@@ -93,6 +98,21 @@ class Settings(BaseSettings):
             "smtps",
         ):
             raise ValueError("APPYARD_SMTP_URL must be an smtp:// or smtps:// URL.")
+        if self.download_accel_redirect and not (
+            self.download_accel_redirect.startswith("/")
+            and self.download_accel_redirect.endswith("/")
+            and "?" not in self.download_accel_redirect
+        ):
+            raise ValueError(
+                "APPYARD_DOWNLOAD_ACCEL_REDIRECT must be a location prefix such as /_protected/ "
+                "(starting and ending with a slash)."
+            )
+        for variable, module, extra in self._clients_needed():
+            if importlib.util.find_spec(module) is None:
+                raise ValueError(
+                    f"{variable} needs the {module} client, which is not installed: "
+                    f"pip install 'appyard[{extra}]'."
+                )
         if self.protector_command and not all(
             p in self.protector_command for p in ("{input}", "{output}")
         ):
@@ -100,6 +120,17 @@ class Settings(BaseSettings):
                 "APPYARD_PROTECTOR_COMMAND must contain both {input} and {output} placeholders."
             )
         return self
+
+    def _clients_needed(self) -> list[tuple[str, str, str]]:
+        """(variable, module, extra) for each scale-out client the configured URLs need."""
+        needed = []
+        if self.database_url.startswith("postgresql"):
+            needed.append(("APPYARD_DATABASE_URL", "psycopg", "postgres"))
+        if self.storage_url.startswith("s3:"):
+            needed.append(("APPYARD_STORAGE_URL", "boto3", "s3"))
+        if not self.embedded_queue:
+            needed.append(("APPYARD_QUEUE_URL", "redis", "redis"))
+        return needed
 
     # -- derived values ----------------------------------------------------------------------
     @property
@@ -116,8 +147,9 @@ class Settings(BaseSettings):
 
     @property
     def effective_download_port(self) -> int:
-        """The download listener's port, 0 for none (S3 storage serves its own downloads)."""
-        if urlsplit(self.effective_storage_url).scheme != "file":
+        """The download listener's port, 0 for none (S3 storage serves its own downloads;
+        in X-Accel-Redirect mode nginx sends them)."""
+        if urlsplit(self.effective_storage_url).scheme != "file" or self.download_accel_redirect:
             return 0
         if self.download_port is None:
             return self.port + 1 if 0 < self.port < 65535 else 0

@@ -205,12 +205,10 @@ def test_a_profile_too_large_to_read_is_refused(
 
 
 def make_jks(signer: Signer, password: str = PASSWORD) -> bytes:
-    import jks
+    from tests.signing.jks_files import jks_bytes
 
     pkcs8 = signer.key.private_bytes(Encoding.DER, PrivateFormat.PKCS8, NoEncryption())
-    entry = jks.PrivateKeyEntry.new("ios", [signer.der], pkcs8)
-    entry.encrypt(password)
-    return bytes(jks.KeyStore.new("jks", [entry]).saves(password))
+    return jks_bytes([("ios", pkcs8, [signer.der])], password=password)
 
 
 def make_pem(signer: Signer) -> bytes:

@@ -12,7 +12,6 @@ import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import jks
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -38,6 +37,7 @@ from appyard.signing.keystore import (
     load_pem,
 )
 from tests.conftest import need
+from tests.signing.jks_files import jks_bytes
 
 KEYS = Path(__file__).resolve().parents[1] / "fixtures" / "keys"
 
@@ -108,19 +108,21 @@ KEYTOOL_ALGORITHMS = {
 }
 
 
-def make_jks_with_keytool(tmp: Path, name: str = "ec-jks") -> Path:
-    """A key pair (``rsa-jks`` or ``ec-jks``) in a JKS keystore made by keytool, the
-    reference tool."""
+def make_jks_with_keytool(
+    tmp: Path, name: str = "ec-jks", *, storetype: str = "JKS", key_password: str = ""
+) -> Path:
+    """A key pair (``rsa-jks`` or ``ec-jks``) in a JKS (or JCEKS) keystore made by keytool,
+    the reference tool; the key password is the store password unless given."""
     keytool = shutil.which("keytool")
     need(keytool is not None, "keytool (a JDK) is not installed")
     assert keytool is not None
-    path = tmp / f"{name}.jks"
+    path = tmp / f"{name}.{storetype.lower()}"
     path.unlink(missing_ok=True)
     alias, subject_dn, _algorithm = GENERATED_KEYS[name]
     subprocess.run(
         [
-            keytool, "-genkeypair", "-keystore", str(path), "-storetype", "JKS",
-            "-storepass", GENERATED_PASSWORD, "-keypass", GENERATED_PASSWORD,
+            keytool, "-genkeypair", "-keystore", str(path), "-storetype", storetype,
+            "-storepass", GENERATED_PASSWORD, "-keypass", key_password or GENERATED_PASSWORD,
             "-alias", alias, *KEYTOOL_ALGORITHMS[name],
             "-dname", subject_dn, "-validity", "3650",
         ],
@@ -260,21 +262,22 @@ def write_jks(
     password: str,
     key_password: str | None = None,
 ) -> Path:
-    store_entries: list[jks.PrivateKeyEntry | jks.TrustedCertEntry] = []
-    for alias, key, cert in entries:
-        der = cert.public_bytes(serialization.Encoding.DER)
-        if key is None:
-            store_entries.append(jks.TrustedCertEntry.new(alias, der))
-            continue
-        pkcs8 = key.private_bytes(
-            serialization.Encoding.DER,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
+    """A JKS store written by the test helper (a trusted certificate where the key is None)."""
+    rows = [
+        (
+            alias,
+            None
+            if key is None
+            else key.private_bytes(
+                serialization.Encoding.DER,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ),
+            [cert.public_bytes(serialization.Encoding.DER)],
         )
-        entry = jks.PrivateKeyEntry.new(alias, [der], pkcs8)
-        entry.encrypt(key_password if key_password is not None else password)
-        store_entries.append(entry)
-    path.write_bytes(jks.KeyStore.new("jks", store_entries).saves(password))
+        for alias, key, cert in entries
+    ]
+    path.write_bytes(jks_bytes(rows, password=password, key_password=key_password))
     return path
 
 
@@ -578,3 +581,81 @@ def test_jks_made_by_a_current_keytool_opens_and_checks_the_key_password(
         load_keystore(path, password=GENERATED_PASSWORD, alias=alias, key_password="wrong!")
     assert caught.value.details["which"] == "key"
     assert "wrong!" not in str(caught.value.to_dict())
+
+
+@pytest.mark.parametrize("name", sorted(KEYTOOL_ALGORITHMS))
+def test_jceks_made_by_keytool_opens_and_checks_the_key_password(name: str, tmp_path: Path) -> None:
+    # JCEKS protects keys with PBEWithMD5AndTripleDES; keytool's key password differs here
+    path = make_jks_with_keytool(tmp_path, name, storetype="JCEKS", key_password="key-only")
+    assert path.read_bytes()[:4] == b"\xce\xce\xce\xce"
+    alias, subject_dn, algorithm = GENERATED_KEYS[name]
+
+    material = load_keystore(path, password=GENERATED_PASSWORD, key_password="key-only")
+    assert (material.alias, material.key_algorithm) == (alias, algorithm)
+    assert subject(material) == subject_dn
+    assert material.certificate.public_key() == material.private_key.public_key()
+    for wrong in (None, "key-onlY", "clé"):  # None: the store password, as keytool tries
+        with pytest.raises(WrongPassword) as caught:
+            load_keystore(path, password=GENERATED_PASSWORD, key_password=wrong)
+        assert caught.value.details["which"] == "key"
+    with pytest.raises(WrongPassword) as store:
+        load_keystore(path, password="not-the-store-password", key_password="key-only")
+    assert store.value.details["which"] == "store"
+
+
+def keytool(*args: str, stdin: bytes | None = None) -> bytes:
+    need(shutil.which("keytool") is not None, "keytool (a JDK) is not installed")
+    return subprocess.run(["keytool", *args], input=stdin, capture_output=True, check=True).stdout
+
+
+def test_a_keytool_chain_and_trusted_certificate_in_one_jks_are_read(tmp_path: Path) -> None:
+    """A leaf issued by a CA (two certificates in the key entry, version 2 types), the CA's
+    own key and a trusted-certificate entry, all written by keytool; a non-ASCII alias."""
+    store = str(tmp_path / "chain.jks")
+    common = ["-keystore", store, "-storetype", "JKS", "-storepass", "chainpass"]
+    ca = ["-alias", "ca", "-keyalg", "RSA", "-keysize", "2048", "-ext", "bc:c"]
+    leaf = ["-alias", "clé", "-keyalg", "EC", "-groupname", "secp256r1"]
+    keytool("-genkeypair", *common, "-keypass", "chainpass", *ca, "-dname", "CN=Chain CA")
+    keytool("-genkeypair", *common, "-keypass", "chainpass", *leaf, "-dname", "CN=Chain Leaf")
+    request = keytool("-certreq", *common, "-alias", "clé")
+    issued = keytool("-gencert", *common, "-alias", "ca", "-rfc", stdin=request)
+    ca_pem = keytool("-exportcert", *common, "-alias", "ca", "-rfc")
+    keytool("-importcert", *common, "-alias", "clé", "-noprompt", stdin=ca_pem + issued)
+    keytool("-importcert", *common, "-alias", "trusted", "-noprompt", stdin=ca_pem)
+
+    material = load_keystore(store, password="chainpass", alias="CLÉ")
+
+    assert material.alias == "clé"
+    assert [c.subject.rfc4514_string() for c in material.cert_chain] == [
+        "CN=Chain Leaf",
+        "CN=Chain CA",
+    ]
+    with pytest.raises(AliasNotFound) as caught:
+        load_keystore(store, password="chainpass")  # two keys: ca and clé; "trusted" is none
+    assert caught.value.details["available"] == ["ca", "clé"]
+
+
+def test_an_altered_or_truncated_jks_is_refused(tmp_path: Path) -> None:
+    key = make_key("ec")
+    data = write_jks(tmp_path / "t.jks", [("k", key, make_cert(key))], password="pw").read_bytes()
+    flipped = bytearray(data)
+    flipped[60] ^= 1
+
+    with pytest.raises(WrongPassword):  # the digest cannot tell a change from a wrong password
+        load_keystore_bytes(bytes(flipped), password="pw")
+    for cut in (data[:30], data[:-1], data[:4]):
+        with pytest.raises((KeystoreUnreadable, WrongPassword)):
+            load_keystore_bytes(cut, password="pw")
+
+
+def test_a_jceks_secret_key_is_refused_with_the_conversion_command(tmp_path: Path) -> None:
+    path = make_jks_with_keytool(tmp_path, "ec-jks", storetype="JCEKS")
+    keytool("-genseckey", "-keystore", str(path), "-storetype", "JCEKS", "-storepass",
+            GENERATED_PASSWORD, "-keypass", GENERATED_PASSWORD, "-alias", "aes",
+            "-keyalg", "AES", "-keysize", "128")  # fmt: skip
+
+    with pytest.raises(KeystoreUnreadable) as caught:
+        load_keystore(path, password=GENERATED_PASSWORD)
+
+    assert "keytool -importkeystore" in caught.value.message
+    assert "-deststoretype pkcs12" in caught.value.message

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from pydantic import ValidationError
 
 from appyard.runtime import Runtime, build_runtime, upgrade_database
 from appyard.settings import Settings
@@ -20,7 +21,16 @@ class Ctx:
     runtime: Runtime | None = None
 
     def settings(self) -> Settings:
-        return Settings(**self.overrides)
+        """The settings; a contradiction or a missing client ends the command in one
+        sentence per problem (exit status 2) instead of a traceback."""
+        try:
+            return Settings(**self.overrides)
+        except ValidationError as exc:
+            for problem in exc.errors():
+                where = "".join(f"APPYARD_{str(p).upper()}" for p in problem["loc"][:1])
+                message = str(problem["msg"]).removeprefix("Value error, ")
+                typer.echo(f"appyard: {f'{where}: ' if where else ''}{message}", err=True)
+            raise typer.Exit(2) from None
 
 
 def ctx_obj(ctx: typer.Context) -> Ctx:

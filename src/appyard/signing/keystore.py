@@ -11,7 +11,7 @@ a file over :data:`MAX_KEYSTORE_BYTES`, an unknown format, a wrong store or key 
 missing alias, no private key, an expired certificate, a certificate that does not belong to
 the key, a key the signer does not support (RSA under 2048 bits, EC other than P-256, DSA), or
 (``pkcs12_only``, for iOS keys) a file that is not PKCS#12.
-Nothing here logs or echoes a password.
+Java KeyStores are read by :mod:`appyard.signing.jks`. Nothing here logs or echoes a password.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from asn1crypto import pkcs12 as asn1_pkcs12
 from cryptography import x509
@@ -30,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from appyard.errors import BadRequest
+from appyard.signing import jks
 
 MAX_KEYSTORE_BYTES = 10 * 1024 * 1024
 MIN_RSA_BITS = 2048
@@ -215,7 +215,7 @@ def load_pem(
 # --- formats ----------------------------------------------------------------------------------
 
 _KIND_NAMES = {"jks": "Java KeyStore", "pem": "PEM file", "pkcs12": "PKCS#12 file"}
-_JKS_MAGIC = (b"\xfe\xed\xfe\xed", b"\xce\xce\xce\xce")
+_JKS_MAGIC = (jks.JKS_MAGIC, jks.JCEKS_MAGIC)
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n.*?-----END \1-----", re.DOTALL)
 
 
@@ -262,54 +262,35 @@ def _detect(data: bytes) -> str:
 def _open_jks(
     data: bytes, password: str, alias: str | None, key_password: str | None
 ) -> tuple[object, list[x509.Certificate], str]:
-    import jks  # lazily: pyjks pulls in pycryptodome, and only JKS files need it
-    import jks.util
-    from pyasn1.error import PyAsn1Error
-
     try:
-        store = jks.KeyStore.loads(data, password, try_decrypt_keys=False)
-    except jks.util.KeystoreSignatureException:
+        store = jks.read_keystore(data, password)
+    except jks.BadIntegrity:
         raise WrongPassword(which="store") from None
-    except (jks.util.KeystoreException, ValueError, TypeError, IndexError) as exc:
+    except jks.Unsupported as exc:
+        raise KeystoreUnreadable(str(exc)) from None
+    except jks.JksError as exc:
         raise KeystoreUnreadable(f"The Java KeyStore is damaged ({exc}).") from None
-    keys = {name: entry for name, entry in store.private_keys.items()}
+    keys = store.private_keys
     if not keys:
         raise NoPrivateKey("The keystore holds no private key (only certificates or secret keys).")
     name = _pick_alias(alias, sorted(keys))
     entry = keys[name]
     try:
-        pkcs8 = _decrypt_jks_key(entry, key_password if key_password is not None else password)
-    except (
-        jks.util.DecryptionFailureException,
-        jks.util.BadHashCheckException,
-        jks.util.BadPaddingException,
-    ):
+        pkcs8 = store.decrypt(entry, key_password if key_password is not None else password)
+    except jks.BadKeyPassword:
         raise WrongPassword(
             f"The key password for alias {name!r} is wrong.", which="key", alias=name
         ) from None
-    except (jks.util.KeystoreException, PyAsn1Error) as exc:
+    except jks.Unsupported as exc:
+        raise KeystoreUnreadable(str(exc)) from None
+    except jks.JksError as exc:
         raise KeystoreUnreadable(f"The key under alias {name!r} cannot be read ({exc}).") from None
     try:
         key = serialization.load_der_private_key(pkcs8, password=None)
-        chain = [x509.load_der_x509_certificate(der) for _type, der in entry.cert_chain]
-    except ValueError as exc:
+        chain = [x509.load_der_x509_certificate(der) for der in entry.cert_chain]
+    except (ValueError, TypeError, NotImplementedError) as exc:
         raise KeystoreUnreadable(f"The key under alias {name!r} cannot be read ({exc}).") from None
     return key, chain, name
-
-
-def _decrypt_jks_key(entry: Any, password: str) -> bytes:
-    """The entry's PKCS#8 key. JDK 9+ keytool writes the Sun JKS key protector's
-    AlgorithmIdentifier without parameters (older JDKs wrote NULL), which pyjks cannot read:
-    that algorithm takes no parameters, so decrypt it directly; anything else goes to pyjks."""
-    from jks import sun_crypto
-    from pyasn1.codec.der import decoder
-    from pyasn1_modules import rfc5208
-
-    info = decoder.decode(entry._encrypted, asn1Spec=rfc5208.EncryptedPrivateKeyInfo())[0]
-    if info["encryptionAlgorithm"]["algorithm"].asTuple() == sun_crypto.SUN_JKS_ALGO_ID:
-        return bytes(sun_crypto.jks_pkey_decrypt(info["encryptedData"].asOctets(), password))
-    entry.decrypt(password)
-    return bytes(entry.pkey_pkcs8)
 
 
 def _pick_alias(alias: str | None, available: list[str]) -> str:

@@ -23,6 +23,9 @@ class EmbeddedQueue:
                 self._cond.wait(timeout)
             self._pending = max(0, self._pending - 1)
 
+    def check(self) -> None:
+        """In this process: always reachable."""
+
     def close(self) -> None:
         with self._cond:
             self._pending += 1_000

@@ -60,6 +60,7 @@ class RedisQueue:
 
     def __init__(self, url: str, *, list_name: str | None = None) -> None:
         redis_url, url_list, self.shown_url = _split(url)
+        self._url = redis_url
         self.list_name = list_name or url_list
         self._redis: redis.Redis = redis.Redis.from_url(
             redis_url,
@@ -155,6 +156,26 @@ class RedisQueue:
                 last = self._waiting == 0
             if last and self._closed.is_set():
                 self._redis.connection_pool.disconnect(inuse_connections=False)
+
+    def check(self, timeout: float = 1.0) -> None:
+        """Fail, in one sentence, when Redis does not answer a PING (readiness): each step
+        of the connection (connect, the client's handshake, the PING) gets ``timeout``
+        seconds, without retries. A connection of its own, so a probe never waits behind,
+        or holds, the workers' long BRPOPs."""
+        probe = redis.Redis.from_url(
+            self._url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+        )
+        try:
+            probe.ping()
+        except RedisError as exc:
+            raise RuntimeError(
+                f"Redis at {self.shown_url} cannot be reached ({str(exc) or type(exc).__name__})."
+            ) from None
+        finally:
+            probe.close()
 
     def close(self) -> None:
         """Release this instance's waiters at once; later waits return immediately."""

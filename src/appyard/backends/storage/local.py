@@ -313,7 +313,13 @@ class LocalBlobStore:
         self._slot(key).unlink(missing_ok=True)
 
     def check(self) -> None:
-        """The directory was made when the store was opened: nothing to reach."""
+        """Fail, in one sentence, when the object and part directories are gone or cannot
+        be written (a volume unmounted, or owned by another user)."""
+        for folder in (self.objects, self.multipart):
+            if not folder.is_dir():
+                raise RuntimeError(f"The blob directory {folder} does not exist.")
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise RuntimeError(f"The blob directory {folder} is not writable by this user.")
 
 
 def _copy_into(source: Path, target: Path, offset: int) -> None:

@@ -12,6 +12,9 @@ cache to the socket without entering the process. It serves exactly what
 * ``GET`` and ``HEAD`` of ``/_blob/<token>`` with a download grant; a single byte range
   (``Range: bytes=a-b``, ``a-``, ``-n``) answers 206, an unsatisfiable one 416; other
   methods 405, other paths 404;
+* the same validators as the API route (``ETag``, ``Last-Modified``; ``If-None-Match`` and
+  ``If-Modified-Since`` answer 304, ``If-Range`` that does not name the file gives the whole
+  file), so a client (Android's DownloadManager) can resume;
 * request heads are bounded (8 KiB, 100 header lines, 30 s to arrive, else the connection
   is closed) and connections are kept alive between requests (HTTP/1.1 unless
   ``Connection: close``);
@@ -23,17 +26,22 @@ It runs its own event loop on a thread of its own, so a slow client never holds 
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 import logging
 import os
 import threading
 from dataclasses import dataclass
-from urllib.parse import quote
 
 from appyard import errors
 from appyard.backends.storage.local import LocalBlobStore
-from appyard.backends.storage.local_http import media_type
+from appyard.backends.storage.local_http import (
+    content_disposition,
+    file_etag,
+    http_date,
+    media_type,
+    not_modified,
+    range_applies,
+)
 
 log = logging.getLogger("appyard.blob")
 
@@ -44,6 +52,7 @@ PREFIX = "/_blob/"
 _REASONS = {
     200: "OK",
     206: "Partial Content",
+    304: "Not Modified",
     400: "Bad Request",
     403: "Forbidden",
     404: "Not Found",
@@ -67,14 +76,6 @@ class _Request:
     target: str
     keep_alive: bool
     headers: dict[str, str]
-
-
-def content_disposition(file_name: str) -> str:
-    """What Starlette's ``FileResponse`` sends, so both download paths agree."""
-    quoted = quote(file_name)
-    if quoted != file_name:
-        return f"attachment; filename*=utf-8''{quoted}"
-    return f'attachment; filename="{file_name}"'
 
 
 def parse_range(value: str, size: int) -> tuple[int, int] | None:
@@ -247,10 +248,14 @@ class DownloadListener:
         with fh:
             stat = os.fstat(fh.fileno())
             size = stat.st_size
+            if not_modified(request.headers, stat):
+                writer.write(_head_bytes(304, [("etag", file_etag(stat))], keep))
+                await writer.drain()
+                return keep
             try:
                 wanted = (
-                    parse_range(request.headers.get("range", ""), size)
-                    if ("range" in request.headers)
+                    parse_range(request.headers["range"], size)
+                    if "range" in request.headers and range_applies(request.headers, stat)
                     else None
                 )
             except _BadRequest as exc:
@@ -270,7 +275,8 @@ class DownloadListener:
                 ("content-length", str(count)),
                 ("content-disposition", content_disposition(grant.file_name)),
                 ("accept-ranges", "bytes"),
-                ("last-modified", email.utils.formatdate(stat.st_mtime, usegmt=True)),
+                ("last-modified", http_date(stat)),
+                ("etag", file_etag(stat)),
             ]
             if wanted is not None:
                 headers.append(("content-range", f"bytes {first}-{last}/{size}"))
