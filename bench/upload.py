@@ -16,8 +16,16 @@ directory on the same disk, and moves the same bytes through both, interleaved A
 - ``form``: the store CI upload (``curl -F apk=@app.apk .../portal/api/uploads/ci``, one new
   tenant and CI token per pair so every upload is a new version: 201) vs ``curl -T`` of the
   same APK to nginx (issue 6);
+- ``dist``: the distribution API's form upload (``curl -F build=@app.apk`` with an app
+  token) vs ``curl -T`` of the same APK to nginx (issue 12);
 - ``spec``: the upload-context API's ``uploadSpec`` PUT (``curl -T`` with every header the
   spec hands out) vs ``curl -T`` to nginx (issue 10).
+
+Both sides are treated alike: with ``--regime delete`` (the default) each side removes what it
+stored after every pair (appyard the uploaded object, once its job is done; nginx its file),
+so the disk keeps a steady amount of free, already-allocated space and the figure is about the
+servers' work; with ``--regime keep`` both keep every upload, and both pay for newly allocated
+pages.
 
 Then the same appyard app under uvicorn for ``--uvicorn-pairs`` pairs of each direction, to
 show why the server is Granian. It prints MB/s (10^6 bytes per second), the median of the
@@ -83,15 +91,16 @@ GIB = 1024 * MIB
 MULTIPART_THRESHOLD = 100 * MIB  # appyard's default APPYARD_MULTIPART_THRESHOLD
 TRANSFER_TIMEOUT = 600.0
 JOB_TIMEOUT = 900.0
-DIRECTIONS = ("put", "multipart", "get", "form", "spec")
+DIRECTIONS = ("put", "multipart", "get", "form", "dist", "spec")
 LABELS = {
     "put": "signed single PUT",
     "multipart": "multipart (10 MiB parts + complete)",
     "get": "signed download GET",
     "form": "store CI upload (multipart/form-data)",
+    "dist": "distribution upload (multipart/form-data)",
     "spec": "upload-context uploadSpec PUT",
 }
-TARGETS = {"put": 0.8, "multipart": 0.8, "get": 0.8, "form": 0.7, "spec": 0.9}  # issues 2, 6, 10
+TARGETS = {"put": 0.8, "multipart": 0.8, "get": 0.8, "form": 0.9, "dist": 0.9, "spec": 0.9}
 
 
 def log(message: str) -> None:
@@ -209,18 +218,21 @@ def curl_put(path: Path, url: str, headers: dict[str, str] | None = None) -> flo
     return mbps(size, res.seconds)
 
 
-def curl_form(path: Path, url: str, token: str) -> tuple[float, dict[str, Any]]:
-    """``curl -F apk=@FILE`` as the store spec's CI example sends it; (MB/s of the file, body)."""
+def curl_form(
+    path: Path, url: str, token: str, part: str = "apk", ok: int = 201
+) -> tuple[float, dict[str, Any]]:
+    """``curl -F apk=@FILE`` as the store spec's CI example sends it (``build=@`` for the
+    distribution API); (MB/s of the file, body)."""
     out = path.with_suffix(".response.json")
     res = curl(
-        ["-F", f"apk=@{path};type=application/vnd.android.package-archive",
+        ["-F", f"{part}=@{path};type=application/vnd.android.package-archive",
          "-H", f"Authorization: Bearer {token}", "-o", str(out), url],
         timeout=TRANSFER_TIMEOUT,
     )  # fmt: skip
     size = path.stat().st_size
     body = json.loads(out.read_text() or "{}")
     out.unlink()
-    if res.status != 201 or res.uploaded < size:
+    if res.status != ok or res.uploaded < size:
         raise RuntimeError(f"POST {url} answered {res.status} {body}, sent {res.uploaded}/{size}")
     return mbps(size, res.seconds), body
 
@@ -302,6 +314,7 @@ class Appyard:
     multipart_split: list[tuple[float, float]] = field(default_factory=list)
     ci_tokens: list[str] = field(default_factory=list)  # one tenant per form-upload pair
     context: Api | None = None  # the upload-context API with a context token
+    app_token: str = ""  # the distribution API's app token
 
     def object_path(self, key: str) -> Path:
         return self.data / "blobs" / "objects" / key
@@ -601,9 +614,47 @@ class Bench:
                 speed, body = curl_form(apk, url, srv.ci_tokens[i])
             with srv.sampler.phase("jobs (store validation of the upload)"):
                 self._wait_validation(srv, srv.ci_tokens[i], body["version"]["id"])
+            if self.args.regime == "delete":
+                for stored in (srv.data / "blobs" / "objects").glob("*/uploads/*/*/*/*.apk"):
+                    stored.unlink()
             return speed
 
         return run
+
+    def appyard_dist(self, srv: Appyard) -> Callable[[int], float]:
+        """The distribution API's form upload, with an app token (the same app every pair:
+        its builds may repeat a version code)."""
+        assert self.form_apk is not None
+        apk = self.form_apk
+        if not srv.app_token:
+            made = json.loads(admin(srv.data, "create-key", "--tenant", "default", "--kind",
+                                    "app", "--app", "bench", "--json"))  # fmt: skip
+            srv.app_token = made["key"]
+
+        def run(i: int) -> float:
+            url = f"{srv.base}/v1/integrations/builds"
+            with srv.sampler.phase("dist"), self._cpu(srv, "dist", "appyard"):
+                speed, body = curl_form(apk, url, srv.app_token, part="build", ok=200)
+            with srv.sampler.phase("jobs (inspection of the upload)"):
+                self._wait_distribution(srv, body["data"]["id"])
+            if self.args.regime == "delete":
+                for stored in (srv.data / "blobs" / "objects").glob("*/uploads/*/*/*/*.apk"):
+                    stored.unlink()
+            return speed
+
+        return run
+
+    def _wait_distribution(self, srv: Appyard, build_id: str) -> None:
+        deadline = time.monotonic() + JOB_TIMEOUT
+        while time.monotonic() < deadline:
+            res = curl(["-o", str(self.work / "dist.json"), "-H",
+                        f"Authorization: Bearer {srv.app_token}",
+                        f"{srv.base}/v1/integrations/builds/{build_id}"])  # fmt: skip
+            data = json.loads((self.work / "dist.json").read_text()).get("data", {})
+            if res.status == 200 and data.get("status") != "pending":
+                return
+            time.sleep(0.3)
+        raise RuntimeError(f"distribution build {build_id} did not finish")
 
     def _wait_validation(self, srv: Appyard, token: str, version_id: str) -> None:
         """Untimed: the validation run the upload started, so it does not overlap the next."""
@@ -647,18 +698,19 @@ class Bench:
         return run
 
     # B: nginx --------------------------------------------------------------------------------
-    def nginx_form(self, srv: Appyard) -> Callable[[int], float]:
-        """The same APK as one PUT to nginx (the issue's baseline for the form upload)."""
+    def nginx_form(self, srv: Appyard, direction: str = "form") -> Callable[[int], float]:
+        """The same APK as one PUT to nginx (the issue's baseline for the form uploads)."""
         assert self.form_apk is not None
         apk = self.form_apk
 
         def run(i: int) -> float:
-            name = f"form-{i}.bin"
+            name = f"{direction}-{srv.name}-{i}.bin"
             try:
-                with self._cpu(srv, "form", "nginx"):
+                with self._cpu(srv, direction, "nginx"):
                     return curl_put(apk, f"{self.nginx_base}/{name}")
             finally:
-                (self.nginx_root / name).unlink(missing_ok=True)
+                if self.args.regime == "delete":
+                    (self.nginx_root / name).unlink(missing_ok=True)
 
         return run
 
@@ -698,13 +750,14 @@ class Bench:
 
     # series ----------------------------------------------------------------------------------
     def series(self, srv: Appyard, direction: str, pairs: int) -> None:
-        if direction == "form":
-            self.setup_form(srv, pairs)
+        if direction in ("form", "dist"):
+            self.setup_form(srv, pairs if direction == "form" else 0)
         a = {
             "put": self.appyard_put,
             "multipart": self.appyard_multipart,
             "get": self.appyard_get,
             "form": self.appyard_form,
+            "dist": self.appyard_dist,
             "spec": self.appyard_spec,
         }[direction](srv)
         b = {
@@ -713,6 +766,7 @@ class Bench:
             "multipart": self.nginx_single_sendfile,
             "get": self.nginx_get,
             "form": self.nginx_form,
+            "dist": lambda srv: self.nginx_form(srv, "dist"),
         }[direction](srv)
         log(f"{srv.name}: {LABELS[direction]}, {pairs} pairs (A = appyard, B = nginx)")
 
@@ -755,6 +809,7 @@ def report(
         "load_average_1min": loads,
         "size_bytes": size,
         "pairs": args.pairs,
+        "regime": args.regime,
         "servers": {},
     }
     print()
@@ -850,7 +905,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--directions",
         default=",".join(DIRECTIONS),
-        help="comma-separated subset of put,multipart,get,form,spec",
+        help="comma-separated subset of put,multipart,get,form,dist,spec",
     )
     parser.add_argument(
         "--dir",
@@ -863,6 +918,12 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=60,
         help="time budget; series stop early when it is spent",
+    )
+    parser.add_argument(
+        "--regime",
+        choices=("delete", "keep"),
+        default="delete",
+        help="form uploads: both sides delete what they stored after each pair, or both keep it",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")

