@@ -15,12 +15,14 @@ import ipaddress
 import socket
 import time
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
-
-import httpx
 
 from appyard import errors
 from appyard.core.ports import HttpAnswer
+
+if TYPE_CHECKING:
+    import httpx
 
 MAX_REPLY = 64 * 1024
 
@@ -42,9 +44,18 @@ class HttpSender:
     def __init__(self, *, allow_private: bool = False, timeout: float = 15.0) -> None:
         self.allow_private = allow_private
         self.timeout = timeout
-        self._client = httpx.Client(
-            follow_redirects=False, timeout=timeout, trust_env=False, http2=False
-        )
+        self._made: httpx.Client | None = None
+
+    @property
+    def _client(self) -> httpx.Client:
+        """Made on the first delivery: a server that sends none never loads httpx."""
+        if self._made is None:
+            import httpx
+
+            self._made = httpx.Client(
+                follow_redirects=False, timeout=self.timeout, trust_env=False, http2=False
+            )
+        return self._made
 
     def check_url(self, url: str) -> None:
         parts = urlsplit(url)
@@ -78,11 +89,16 @@ class HttpSender:
                     if read >= MAX_REPLY:
                         break
                 status = reply.status_code
-        except httpx.HTTPError as exc:
+        except Exception as exc:  # httpx.HTTPError and its kin: no answer came back
+            import httpx
+
+            if not isinstance(exc, httpx.HTTPError):
+                raise
             raise errors.DeliveryFailed(
                 f"No answer from the endpoint ({type(exc).__name__})."
             ) from None
         return HttpAnswer(status=status, latency_ms=int((time.monotonic() - started) * 1000))
 
     def close(self) -> None:
-        self._client.close()
+        if self._made is not None:
+            self._made.close()
