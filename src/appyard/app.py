@@ -68,8 +68,11 @@ def create_app(
 
 def app_from_env() -> FastAPI:
     """Factory for the ASGI server (Granian): settings from APPYARD_* variables."""
+    import os
+
     from appyard.logs import setup_logging
 
+    os.umask(0o077)  # data files 0600, folders 0700
     settings = Settings()
     setup_logging(settings.log_level)
     return create_app(settings)

@@ -83,9 +83,9 @@ def _queue(settings: Settings) -> JobQueue:
     raise ValueError(f"Unsupported queue URL {settings.queue_url!r}.")
 
 
-def _spool(settings: Settings) -> Path:
-    path = (settings.data_dir / "spool").resolve()
-    path.mkdir(parents=True, exist_ok=True)
+def _folder(settings: Settings, name: str) -> Path:
+    path = (settings.data_dir / name).resolve()
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
     return path
 
 
@@ -109,8 +109,10 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         queue=_queue(settings),
         policy=upload_policy(settings),
         lease_seconds=settings.job_lease_seconds,
+        job_timeout_seconds=settings.job_timeout_seconds,
         clock=clock or SystemClock(),
-        spool_dir=_spool(settings),
+        spool_dir=_folder(settings, "spool"),
+        work_dir=_folder(settings, "work"),
         box=SecretBox(*settings.master_keys(), reload=settings.master_keys),
         mailer=_mailer(settings),
         sender=HttpSender(

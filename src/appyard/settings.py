@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     run_worker: bool | None = None
     worker_concurrency: int = Field(default=2, ge=1, le=64)
     job_lease_seconds: int = Field(default=60, ge=5)
+    # A job that runs longer than this fails with a message (a hostile or huge artifact
+    # cannot hold a worker for hours).
+    job_timeout_seconds: float = Field(default=3600.0, gt=0)
     # How often each worker expires stale uploads and notices objects that reached the store.
     upload_sweep_seconds: float = Field(default=30.0, gt=0)
     # Upload rules (protection-automation-api.txt).

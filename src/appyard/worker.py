@@ -47,6 +47,7 @@ class Worker:
         self._sweep_lock = threading.Lock()
 
     def start(self) -> None:
+        self.services.tidy()  # what a killed predecessor left behind
         for n in range(self.concurrency):
             thread = threading.Thread(
                 target=self._loop,
@@ -115,6 +116,7 @@ class Worker:
         builds that stalled with no worker holding them."""
         s = self.services
         self.notice()
+        s.tidy()
         with s.transaction() as uow:
             expired = arrivals.expire(s, uow)
         with s.transaction() as uow:

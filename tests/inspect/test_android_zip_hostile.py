@@ -15,7 +15,8 @@ import pytest
 from appyard.errors import ArtifactTooLarge, InvalidArtifact
 from appyard.inspect.aab import inspect_aab
 from appyard.inspect.apk import MAX_MANIFEST_BYTES, inspect_apk
-from appyard.inspect.archive import MAX_ENTRIES, MAX_RATIO
+from appyard.inspect.archive import MAX_ENTRIES
+from appyard.signing.zipmeta import MAX_RATIO
 from tests.inspect.conftest import E, bounded, load_fixture, make_axml, manifest
 
 MANIFEST = make_axml(manifest(E("application")))

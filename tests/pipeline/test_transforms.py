@@ -6,6 +6,7 @@ with the tenant's managed key and must still pass ``apksigner verify`` and ``zip
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 import subprocess
@@ -488,6 +489,29 @@ def test_hanging_protector_is_stopped_at_its_time_limit(
     assert done.build.status is BuildStatus.FAILED
     assert done.build.error_message is not None
     assert "did not finish within 1.5 seconds" in done.build.error_message
+
+
+def test_a_job_past_its_wall_clock_budget_fails_and_writes_nothing(
+    runtime: Runtime, tenant: TenantKey, tmp_path: Path
+) -> None:
+    add_signing_key(runtime, tenant.tenant_id)
+    hanging = script(tmp_path, "hanging.py", HANGING)
+    options = ProtectionOptions(
+        protector_command=f"{sys.executable} {hanging} {{input}} {{output}}",
+        protector_timeout_seconds=4,
+    )
+    hurried = dataclasses.replace(
+        runtime, services=dataclasses.replace(runtime.services, job_timeout_seconds=1)
+    )
+
+    done = process(hurried, tenant, release_signed(tmp_path, {}), tmp_path, options=options)
+
+    assert done.build.status is BuildStatus.FAILED and done.output is None
+    assert "longer than the 1 s a job may take" in (done.build.error_message or "")
+    with runtime.services.uow() as uow:
+        (job,) = uow.jobs.for_build(done.build.id)
+    assert job.state.value == "failed"
+    assert not list(runtime.services.work_dir.iterdir())  # its working folder is gone
 
 
 def test_protector_that_writes_no_zip_fails_the_job(

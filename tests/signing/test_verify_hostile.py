@@ -232,3 +232,28 @@ def test_deflate_bomb_inside_an_entry_is_bounded(tmp_path: Path) -> None:
         with pytest.raises(MalformedZip, match="overflowed"):
             for _ in iter_uncompressed_data(fh, entry, sections.cd_offset):
                 pass
+
+
+def test_the_signer_refuses_an_honestly_declared_bomb_in_bounded_memory(tmp_path: Path) -> None:
+    from appyard.signing.keystore import load_keystore
+    from appyard.signing.sign import sign_apk
+    from appyard.signing.zipmeta import MAX_RATIO
+    from tests.conftest import KEYS, RELEASE_KEY
+
+    base = fixture_path("fixture-v1-only.apk")
+    bombed = tmp_path / "bombed.apk"
+    with zipfile.ZipFile(base) as a, zipfile.ZipFile(bombed, "w") as b:
+        for info in a.infolist():
+            b.writestr(info, a.read(info))
+        b.writestr("assets/zeros.bin", b"\x00" * (32 * 1024 * 1024), zipfile.ZIP_DEFLATED)
+
+    material = load_keystore(KEYS / RELEASE_KEY[0], password=RELEASE_KEY[1], alias=RELEASE_KEY[2])
+    tracemalloc.start()
+    try:
+        with pytest.raises(InvalidArtifact, match=f"more than {MAX_RATIO}x"):
+            sign_apk(bombed, tmp_path / "signed.apk", material)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 1024 * 1024
+    assert not (tmp_path / "signed.apk").exists()

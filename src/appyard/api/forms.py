@@ -4,7 +4,6 @@ are form posts (store CI, distribution)."""
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +14,7 @@ from streaming_form_data.parser import parse_content_boundary
 from streaming_form_data.targets import BaseTarget, ValueTarget
 
 from appyard import errors
-from appyard.core.spool import HashedFile
+from appyard.core.spool import HashedFile, owned_name
 
 MAX_FIELD = 64 * 1024
 
@@ -106,7 +105,7 @@ async def stream_form(
     values: dict[str, ValueTarget] = {}
     limits = file_limits or {}
     for name in file_fields:
-        path = spool_dir / f"form-{secrets.token_hex(8)}"
+        path = spool_dir / owned_name("form")
         targets[name] = _FileTarget(name, path, min(max_size, limits.get(name, max_size)))
         parser.register(name, targets[name])
     for name in text_fields:

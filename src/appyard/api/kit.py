@@ -173,7 +173,11 @@ def _install_errors(app: FastAPI, dialect: Dialect) -> None:
 
     def validation(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
-        return error_response(dialect, ApiError(400, "request.invalid", validation_message(exc)))
+        message = validation_message(exc)
+        kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if message.startswith("Invalid JSON body") and kind and "json" not in kind:
+            message = f"Send the body as JSON with Content-Type: application/json (not {kind})."
+        return error_response(dialect, ApiError(400, "request.invalid", message))
 
     def http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -288,6 +292,8 @@ class Guard:
                 await response(scope, receive, send_with_id)
                 return
             receive = _replay(buffered, receive)
+            if buffered and "content-type" not in headers:  # a JSON body sent without its type
+                scope["headers"] = [*scope["headers"], (b"content-type", b"application/json")]
         try:
             await self.app(scope, receive, send_with_id)
         except Exception:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -86,6 +87,7 @@ def serve(
     setup_logging(settings.log_level)
     runtime = runtime_from(ctx)  # migrates the embedded database
     check_backends(runtime)  # the bucket, in one sentence, before listening
+    runtime.services.tidy()  # what a killed predecessor left behind
     _bootstrap(ctx)
     listener = None
     if listen_downloads and runtime.local_store is not None:
@@ -302,4 +304,5 @@ def sign(
 
 
 def main() -> None:
+    os.umask(0o077)  # data files 0600, folders 0700: the database, blobs, spool, keys
     app()

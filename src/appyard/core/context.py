@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from appyard.core import outbox
+from appyard.core import outbox, spool
 from appyard.core.controls import ProtectionOptions
 from appyard.core.crypto import SecretBox
 from appyard.core.policy import UploadPolicy
@@ -44,16 +44,29 @@ class Services:
     queue: JobQueue
     policy: UploadPolicy
     lease_seconds: int = 60
+    job_timeout_seconds: float = 3600.0
     clock: Clock = field(default_factory=SystemClock)
     box: SecretBox | None = None  # seals secrets at rest (signing keys)
-    # Where request bodies are streamed before core takes them (same disk as local blobs).
+    # Where request bodies are streamed before core takes them (same disk as local blobs),
+    # and where jobs keep their working files (under the data directory, not /tmp).
     spool_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
+    work_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
     # Server-wide settings of the protection transforms (strip patterns, external protector).
     protection: ProtectionOptions = field(default_factory=ProtectionOptions)
     # Going out: email, webhook deliveries, and the address people reach this server at.
     mailer: Mailer = field(default_factory=lambda: NoMail())
     sender: WebhookSender | None = None
     public_url: str = "http://127.0.0.1:8080"
+
+    def tidy(self) -> int:
+        """Remove what killed processes left behind: spooled request bodies, jobs' working
+        folders, the store's temporary files (files of live processes are left alone)."""
+        removed = self.store.remove_leftovers()
+        for folder in (self.spool_dir, self.work_dir):
+            removed += spool.remove_orphans(folder)
+        if removed:
+            log.info("leftovers.removed count=%d", removed)
+        return removed
 
     def sealer(self) -> SecretBox:
         if self.box is None:

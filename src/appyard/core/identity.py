@@ -178,7 +178,9 @@ def issue_member_token(
     """A signed-in member of a tenant makes a token for it (shown once)."""
     if not actor.is_user or actor.role is not Role.DEVELOPER:
         raise errors.Forbidden(f"Creating {kind.value} tokens needs a signed-in tenant member.")
-    return create_token(uow, clock, tenant_id=actor.tenant, kind=kind, name=name[:200])
+    if len(name) > 200:
+        raise errors.InvalidField("A token's name is at most 200 characters.", field="name")
+    return create_token(uow, clock, tenant_id=actor.tenant, kind=kind, name=name)
 
 
 def revoke_member_token(uow: UnitOfWork, actor: Actor, *, kind: TokenKind, token_id: str) -> Token:

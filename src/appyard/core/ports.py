@@ -452,6 +452,11 @@ class BlobStore(Protocol):
         """Raise, in one sentence, when the store cannot be used (checked at startup)."""
         ...
 
+    def remove_leftovers(self) -> int:
+        """Remove temporary files that killed writers left behind; how many (at start, and
+        in the workers' sweep)."""
+        ...
+
 
 # --- going out ----------------------------------------------------------------------------------
 

@@ -18,6 +18,9 @@ from __future__ import annotations
 import hashlib
 import os
 import queue
+import re
+import secrets
+import shutil
 import threading
 from pathlib import Path
 
@@ -121,3 +124,45 @@ class HashedFile:
         self._pending = bytearray()
         self.close()
         self.path.unlink(missing_ok=True)
+
+
+# --- temporary files that outlive a killed process ---------------------------------------------
+
+_OWNED = re.compile(r"-p(\d+)-")
+
+
+def owned_name(prefix: str, suffix: str = "") -> str:
+    """A temporary file name that says which process made it: ``<prefix>-p<pid>-<random>``,
+    so that what a killed process left behind can be told from what a live one is writing."""
+    return f"{prefix}-p{os.getpid()}-{secrets.token_hex(8)}{suffix}"
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def orphaned(path: Path) -> bool:
+    """Whether ``path`` was made (by :func:`owned_name`) by a process that is gone."""
+    found = _OWNED.search(path.name)
+    return found is not None and not pid_alive(int(found[1]))
+
+
+def remove_orphans(folder: Path) -> int:
+    """Remove the files and folders directly in ``folder`` whose process is gone; how many."""
+    removed = 0
+    if not folder.is_dir():
+        return 0
+    for path in folder.iterdir():
+        if orphaned(path):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed += 1
+    return removed

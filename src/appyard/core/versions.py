@@ -58,6 +58,18 @@ TOPICS = {
     "rollout": "rollout_changed",
 }
 ISSUE_SEVERITIES = ("low", "medium", "high", "critical")
+MAX_TITLE = 200  # an issue's title
+MAX_REASON = 2000  # a rejection's or withdrawal's reason
+MAX_TARGETS = 300  # countries or vehicle contexts of a release
+MAX_CONTEXT = 100  # one vehicle context
+
+
+def _bounded(value: str, limit: int, field: str) -> str:
+    """Free text, stripped, at most ``limit`` characters (refused beyond, never cut)."""
+    text = value.strip()
+    if len(text) > limit:
+        raise errors.InvalidField(f"{field} is at most {limit} characters.", field=field)
+    return text
 
 
 class UnsignedApk(errors.InvalidArtifact):
@@ -329,7 +341,8 @@ def approve(uow: UnitOfWork, clock: Clock, actor: Actor, *, version_id: str) -> 
 def reject(uow: UnitOfWork, clock: Clock, actor: Actor, *, version_id: str, reason: str) -> Version:
     version = get(uow, actor, version_id=version_id)
     _require(actor, *STAFF, action="reject versions")
-    if not reason.strip():
+    reason = _bounded(reason, MAX_REASON, "reason")
+    if not reason:
         raise errors.InvalidField("A rejection needs a reason.", field="reason")
     return _move(
         uow,
@@ -345,6 +358,12 @@ def reject(uow: UnitOfWork, clock: Clock, actor: Actor, *, version_id: str, reas
 
 
 def _clean_targets(countries: list[str], vehicle_contexts: list[str]) -> Targets:
+    if len(countries) > MAX_TARGETS or len(vehicle_contexts) > MAX_TARGETS:
+        raise errors.InvalidField(
+            f"A release has at most {MAX_TARGETS} countries and vehicle contexts.", field="targets"
+        )
+    for context in vehicle_contexts:
+        _bounded(context, MAX_CONTEXT, "vehicle_contexts")
     clean = []
     for code in countries:
         code = code.strip().upper()
@@ -503,6 +522,7 @@ def withdraw(
 ) -> Version:
     version = get(uow, actor, version_id=version_id)
     _require(actor, Role.STORE_ADMIN, action="withdraw versions")
+    reason = _bounded(reason, MAX_REASON, "reason")
     return _move(
         uow,
         clock,
@@ -524,7 +544,8 @@ def file_issue(
     _require(actor, *STAFF, action="file issues")
     if version.status is not VersionStatus.LIVE:
         raise VersionTransitionNotAllowed("Issues are filed against live versions.")
-    if not title.strip():
+    title = _bounded(title, MAX_TITLE, "title")
+    if not title:
         raise errors.InvalidField("An issue needs a title.", field="title")
     if severity not in ISSUE_SEVERITIES:
         raise errors.InvalidField(

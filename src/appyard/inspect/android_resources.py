@@ -614,7 +614,7 @@ class StringPool:
                     pos += 1
             if length > MAX_STRING_CHARS or pos + length > end:
                 return None
-            return data[pos : pos + length].decode("utf-8", errors="replace")
+            return modified_utf8(bytes(data[pos : pos + length]))
         if pos + 2 > end:
             return None
         (length,) = struct.unpack_from("<H", data, pos)
@@ -628,6 +628,21 @@ class StringPool:
         if length > MAX_STRING_CHARS or pos + 2 * length > end:
             return None
         return data[pos : pos + 2 * length].decode("utf-16-le", errors="replace")
+
+
+def modified_utf8(raw: bytes) -> str:
+    """A UTF-8 string of a string pool, decoded as Android does: aapt2 writes a character
+    outside the Basic Multilingual Plane (an emoji) as its UTF-16 surrogate pair, each half
+    encoded in UTF-8 on its own (CESU-8, "modified UTF-8"); the pair is one character."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    try:
+        halves = raw.decode("utf-8", errors="surrogatepass")
+    except UnicodeDecodeError:
+        return raw.decode("utf-8", errors="replace")
+    return halves.encode("utf-16-le", errors="surrogatepass").decode("utf-16-le", errors="replace")
 
 
 def density_name(density: int) -> str:

@@ -30,12 +30,11 @@ from types import TracebackType
 from typing import IO, BinaryIO
 
 from appyard.errors import ArtifactTooLarge, InvalidArtifact
+from appyard.signing.zipmeta import check_ratio
 
 MAX_ENTRIES = 200_000
 MAX_CENTRAL_DIRECTORY_BYTES = 16 * 1024 * 1024
 DEFAULT_READ_LIMIT = 64 * 1024 * 1024
-MAX_RATIO = 200
-RATIO_GRACE = 1024 * 1024
 CHUNK = 256 * 1024
 
 
@@ -239,12 +238,7 @@ class SafeZip:
                             f"The {self.kind} entry {name!r} expands past {limit} bytes.",
                             reason="entry_too_large",
                         )
-                    if total > RATIO_GRACE and total > compressed * MAX_RATIO:
-                        raise ArtifactTooLarge(
-                            f"The {self.kind} entry {name!r} expands more than {MAX_RATIO}x "
-                            "(zip bomb?).",
-                            reason="compression_ratio",
-                        )
+                    check_ratio(f"The {self.kind} entry {name!r}", total, compressed)
                     yield chunk
         except RuntimeError as exc:  # encrypted entries and similar
             raise InvalidArtifact(

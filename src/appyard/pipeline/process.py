@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import tempfile
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,18 +49,50 @@ class LeaseLost(Exception):
 
 
 class _Heartbeat:
-    def __init__(self, services: Services, job: Job, owner: str) -> None:
+    """Renews the job's lease while it works; past the job's wall-clock budget it fails the
+    job with a message and stops renewing (the work then stops without writing)."""
+
+    def __init__(
+        self,
+        services: Services,
+        job: Job,
+        owner: str,
+        also_failed: Callable[[UnitOfWork], None] = lambda uow: None,
+    ) -> None:
         self.services, self.job, self.owner = services, job, owner
+        self.also_failed = also_failed
         self.lost = False
+        self.started = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"lease-{job.id}")
 
     def _run(self) -> None:
-        interval = max(1.0, self.services.lease_seconds / 3)
+        budget = self.services.job_timeout_seconds
+        interval = max(0.2, min(self.services.lease_seconds / 3, budget / 4))
         while not self._stop.wait(interval):
+            if time.monotonic() - self.started > budget:
+                self._out_of_time(budget)
+                self.lost = True
+                return
             if not self.renew():
                 self.lost = True
                 return
+
+    def _out_of_time(self, budget: float) -> None:
+        s = self.services
+        with s.transaction() as uow:
+            current = uow.jobs.get(self.job.id)
+            if current is None or current.lease_owner != self.owner:
+                return
+            jobs.fail(
+                uow,
+                s.clock,
+                job=current,
+                message=f"Processing took longer than the {budget:g} s a job may take; it was "
+                "stopped (APPYARD_JOB_TIMEOUT_SECONDS).",
+            )
+            self.also_failed(uow)
+        log.warning("job.timed_out job_id=%s budget=%s", self.job.id, budget)
 
     def renew(self) -> bool:
         s = self.services
@@ -103,7 +137,7 @@ class BuildJob:
         self.job = job
         self.build_id = job.build_id
         self.owner = owner
-        self.heartbeat = _Heartbeat(services, job, owner)
+        self.heartbeat = _Heartbeat(services, job, owner, self.failed)
 
     @contextmanager
     def stage(self, stage: Stage) -> Iterator[None]:
@@ -127,7 +161,10 @@ class BuildJob:
         return build
 
     def run(self) -> None:
-        with self.heartbeat, tempfile.TemporaryDirectory(prefix="appyard-job-") as tmp:
+        with (
+            self.heartbeat,
+            tempfile.TemporaryDirectory(prefix=f"job-p{os.getpid()}-", dir=self.s.work_dir) as tmp,
+        ):
             try:
                 self.work(Path(tmp))
             except LeaseLost:

@@ -33,7 +33,12 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from appyard.errors import InvalidArtifact
 from appyard.signing.keystore import SigningMaterial
-from appyard.signing.zipmeta import METHOD_DEFLATED, METHOD_STORED, CentralDirectoryEntry
+from appyard.signing.zipmeta import (
+    METHOD_DEFLATED,
+    METHOD_STORED,
+    CentralDirectoryEntry,
+    check_ratio,
+)
 
 MANIFEST_NAME = "META-INF/MANIFEST.MF"
 MAX_SOURCE_MANIFEST = 16 * 1024 * 1024
@@ -111,6 +116,8 @@ class ContentDigest:
                 reason="unsupported_compression",
             )
         self._entry = entry
+        if entry.method == METHOD_DEFLATED:
+            check_ratio(f"The entry {entry.name!r}", entry.uncompressed_size, entry.compressed_size)
         self._hash = hashlib.new(_DIGESTS[digest][0])
         self._inflate = zlib.decompressobj(-15) if entry.method == METHOD_DEFLATED else None
         self._produced = 0

@@ -18,6 +18,10 @@ Errors: :class:`NotAZip` (an :class:`~appyard.errors.InvalidArtifact`) when the 
 usable EOCD at all, :class:`MalformedZip` (also an ``InvalidArtifact``) for a zip whose
 structures are damaged or exceed the bounds below. ``struct.error`` and ``IndexError`` never
 escape.
+
+Every entry inflated anywhere in appyard (inspection, v1 verification, signing, the IPA
+re-signer) is bounded by :func:`check_ratio`: past ``RATIO_GRACE`` bytes it may not expand more
+than ``MAX_RATIO`` times its compressed size (a zip bomb costs a refusal, not CPU time).
 """
 
 from __future__ import annotations
@@ -29,7 +33,20 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from appyard.errors import InvalidArtifact
+from appyard.errors import ArtifactTooLarge, InvalidArtifact
+
+MAX_RATIO = 200
+RATIO_GRACE = 1024 * 1024
+
+
+def check_ratio(what: str, produced: int, compressed: int) -> None:
+    """Refuse an entry that expanded more than ``MAX_RATIO`` times its compressed size."""
+    if produced > RATIO_GRACE and produced > max(compressed, 1) * MAX_RATIO:
+        raise ArtifactTooLarge(
+            f"{what} expands more than {MAX_RATIO}x its compressed size (zip bomb?).",
+            reason="compression_ratio",
+        )
+
 
 __all__ = [
     "APK_SIG_BLOCK_MAGIC",
@@ -417,6 +434,7 @@ def iter_uncompressed_data(
     if entry.method != METHOD_DEFLATED:
         raise MalformedZip(f"Unsupported compression method of entry {entry.name}: {entry.method}")
     expected = entry.uncompressed_size
+    check_ratio(f"The entry {entry.name!r}", expected, entry.compressed_size)  # as declared
     produced = 0
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
     for raw in iter_raw_data(fh, entry, cd_offset, chunk_size=chunk_size):
@@ -429,6 +447,7 @@ def iter_uncompressed_data(
             produced += len(out)
             if produced > expected:
                 raise MalformedZip(f"Data of entry {entry.name} overflowed its declared size.")
+            check_ratio(f"The entry {entry.name!r}", produced, entry.compressed_size)
             if out:
                 yield out
             data = inflater.unconsumed_tail

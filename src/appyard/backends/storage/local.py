@@ -42,7 +42,7 @@ from typing import Any, BinaryIO
 from appyard import errors
 from appyard.core.models import Part
 from appyard.core.ports import ArrivalListener, BlobInfo, SignedRequest, StoreLocation
-from appyard.core.spool import HashedFile
+from appyard.core.spool import HashedFile, orphaned, owned_name, pid_alive, remove_orphans
 
 _KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._()+ \-]*(/[A-Za-z0-9_][A-Za-z0-9._()+ \-]*)*$")
 _UPLOAD_ID = re.compile(r"^[a-f0-9]{32}$")
@@ -85,8 +85,9 @@ class LocalBlobStore:
         self.objects = self.root / "objects"
         self.multipart = self.root / "multipart"
         self.slots = self.root / "slots"
-        for folder in (self.objects, self.multipart, self.slots):
-            folder.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.root / "tmp"  # files being written, published by a link into objects/
+        for folder in (self.objects, self.multipart, self.slots, self.tmp):
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._listeners: list[ArrivalListener] = []
         self.public_url = public_url.rstrip("/")
         self.download_url = (download_url or public_url).rstrip("/")
@@ -192,8 +193,8 @@ class LocalBlobStore:
     # -- writing -----------------------------------------------------------------------------
     def write(self, key: str, chunks: Iterable[bytes]) -> BlobInfo:
         final = self.path(key)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        out = HashedFile(final.parent / f".tmp-{secrets.token_hex(8)}")
+        final.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        out = HashedFile(self.tmp / owned_name("write"))
         try:
             for chunk in chunks:
                 out.write(chunk)
@@ -230,7 +231,7 @@ class LocalBlobStore:
             raise errors.UploadGone(
                 "This upload URL was already used, or its upload was cancelled."
             )
-        return StreamingWrite(final, limit=limit, slot=self._slot(key))
+        return StreamingWrite(final, self.tmp, limit=limit, slot=self._slot(key))
 
     def part_writer(self, upload_id: str, part_number: int, *, part_size: int) -> PartWrite:
         """Part ``part_number`` of a multipart upload whose parts are ``part_size`` bytes (the
@@ -312,6 +313,24 @@ class LocalBlobStore:
         self.path(key).unlink(missing_ok=True)
         self._slot(key).unlink(missing_ok=True)
 
+    def remove_leftovers(self) -> int:
+        """Remove what writers that were killed left behind: their temporary files, the
+        "writing" markers and unfinished copies of multipart parts. Files of live writers
+        (in this process or another) are left alone. Returns how many went."""
+        removed = remove_orphans(self.tmp)
+        for folder in self.multipart.iterdir() if self.multipart.is_dir() else ():
+            named = {_PartMeta.read(m).file for m in folder.glob("*.json")}
+            for path in folder.iterdir():
+                if path.suffix == ".part" and path.name not in named and orphaned(path):
+                    path.unlink(missing_ok=True)
+                    removed += 1
+                elif path.suffix == ".writing":
+                    pid = path.read_text().strip()
+                    if pid.isdigit() and not pid_alive(int(pid)):
+                        path.unlink(missing_ok=True)
+                        removed += 1
+        return removed
+
     def check(self) -> None:
         """Fail, in one sentence, when the object and part directories are gone or cannot
         be written (a volume unmounted, or owned by another user)."""
@@ -356,12 +375,12 @@ class StreamingWrite(_Feed):
     """Bytes fed in pieces, hashed as they come, published atomically by :meth:`commit`,
     which closes the signed PUT's slot."""
 
-    def __init__(self, final: Path, *, limit: int, slot: Path | None = None) -> None:
+    def __init__(self, final: Path, tmp: Path, *, limit: int, slot: Path | None = None) -> None:
         self.final = final
         self.limit = limit
         self.slot = slot
-        final.parent.mkdir(parents=True, exist_ok=True)
-        self.file = HashedFile(final.parent / f".tmp-{secrets.token_hex(8)}")
+        final.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.file = HashedFile(tmp / owned_name("put"))
 
     def commit(self) -> BlobInfo:
         """Publish; Conflict if the object already exists."""
@@ -422,7 +441,9 @@ class PartWrite(_Feed):
         self.in_place = False
         if not self.meta_path.exists():
             try:
-                os.close(os.open(self.marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+                fd = os.open(self.marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                os.write(fd, str(os.getpid()).encode())  # a killed writer's marker is found
+                os.close(fd)
                 self.in_place = True
             except FileExistsError:
                 pass
@@ -430,7 +451,7 @@ class PartWrite(_Feed):
             self.side = ""
             self.file = HashedFile(folder / self.DATA, at=self.offset)
         else:
-            self.side = f"{number:05d}-{secrets.token_hex(6)}.part"
+            self.side = owned_name(f"{number:05d}", ".part")
             self.file = HashedFile(folder / self.side)
 
     def commit(self) -> BlobInfo:

@@ -229,6 +229,10 @@ class S3BlobStore:
     def listen(self, listener: ArrivalListener) -> None:
         """S3 does not call back; arrivals are found by core's sweep."""
 
+    def remove_leftovers(self) -> int:
+        """Nothing is written locally; abandoned multipart uploads end with their upload."""
+        return 0
+
     def presign_put(
         self, key: str, *, max_size: int, expires_in: int, content_type: str | None = None
     ) -> SignedRequest:

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from appyard.errors import ArtifactTooLarge, InvalidArtifact
+from appyard.errors import InvalidArtifact
 from appyard.signing.align import ZipLayout, read_layout
 from appyard.signing.ios.plist import MAX_PLIST_BYTES, get_str, load_plist
 from appyard.signing.zipmeta import (
@@ -31,8 +31,6 @@ _APP = re.compile(r"^(?P<prefix>(?:[^/]+/)*?)Payload/(?P<app>[^/]+\.app)/Info\.p
 _NESTED = re.compile(r"^(?P<bundle>.+\.(?:app|appex|framework|xpc))/Info\.plist$")
 S_IFMT, S_IFLNK = 0o170000, 0o120000
 MAX_SYMLINK_BYTES = 4096
-MAX_RATIO = 200
-RATIO_GRACE = 1024 * 1024
 
 
 @dataclass
@@ -116,18 +114,9 @@ def read_small(fh: BinaryIO, layout: ZipLayout, entry: CentralDirectoryEntry, li
 
 
 def iter_data(fh: BinaryIO, layout: ZipLayout, entry: CentralDirectoryEntry) -> Iterator[bytes]:
-    """The entry's bytes, streamed; refused past a decompression ratio of ``MAX_RATIO``
-    (beyond the first ``RATIO_GRACE`` bytes), as :mod:`appyard.inspect.archive` does."""
-    produced = 0
-    compressed = max(entry.compressed_size, 1)
-    for chunk in iter_uncompressed_data(fh, entry, layout.sections.cd_offset):
-        produced += len(chunk)
-        if produced > RATIO_GRACE and produced > compressed * MAX_RATIO:
-            raise ArtifactTooLarge(
-                f"The IPA entry {entry.name!r} expands more than {MAX_RATIO}x (zip bomb?).",
-                reason="compression_ratio",
-            )
-        yield chunk
+    """The entry's bytes, streamed (bounded by the decompression ratio, as every inflated
+    entry is: :func:`appyard.signing.zipmeta.check_ratio`)."""
+    yield from iter_uncompressed_data(fh, entry, layout.sections.cd_offset)
 
 
 def index_ipa(fh: BinaryIO) -> IpaIndex:

@@ -94,7 +94,10 @@ def build_body(build: Build, keys: dict[str, SigningKey]) -> dict[str, Any]:
     key = keys.get(build.signing_key_id) if build.signing_key_id else None
     return {
         "start_time": build.number,
-        "end_time": None if build.status is BuildStatus.PROCESSING else _epoch(build.updated_at),
+        # never before start_time (the number may run a few seconds ahead of the clock)
+        "end_time": None
+        if build.status is BuildStatus.PROCESSING
+        else max(_epoch(build.updated_at), build.number),
         "version": build.config_version.value,
         "name": build.file_name,
         "platform": build.platform.value,
