@@ -100,6 +100,7 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
             protector_command=settings.protector_command,
             protector_timeout_seconds=settings.protector_timeout_seconds,
         ),
+        public_url=settings.effective_public_url,
     )
     store.listen(_arrivals(services))
     return Runtime(

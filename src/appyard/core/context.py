@@ -38,6 +38,9 @@ class Services:
     spool_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
     # Server-wide settings of the protection transforms (strip patterns, external protector).
     protection: ProtectionOptions = field(default_factory=ProtectionOptions)
+    # Where people reach this server (APPYARD_PUBLIC_URL, else the serve address): the base of
+    # the links core hands out (install pages).
+    public_url: str = "http://127.0.0.1:8080"
 
     def sealer(self) -> SecretBox:
         if self.box is None:

@@ -223,6 +223,9 @@ class BuildJob:
                     uow, self.s.clock, build=build, facts=facts, enabled=enabled
                 )
                 jobs.record_findings(uow, build_id=build.id, findings=findings)
+                icon = getattr(facts, "icon", None)
+                if icon is not None:  # every build's icon, for pages and answers that show it
+                    self.s.store.write(builds.icon_key(build), [icon.png])
                 build = jobs.update_build(
                     uow,
                     self.s.clock,

@@ -17,12 +17,14 @@ from appyard.backends.db.repos.builds import (
     UploadRepo,
 )
 from appyard.backends.db.repos.jobs import JobRepo, OutboxRepo
+from appyard.backends.db.repos.sharing import InstallDownloadRepo, InstallLinkRepo
 from appyard.backends.db.repos.signing import SigningKeyRepo
 from appyard.backends.db.repos.store import EventRepo, IssueRepo, RunRepo, VersionRepo
 from appyard.backends.db.repos.tenancy import (
     SequenceRepo,
     SessionRepo,
     TenantRepo,
+    ThrottleRepo,
     TokenRepo,
     UserRepo,
 )
@@ -58,6 +60,9 @@ class SqlUnitOfWork:
         self.signing_keys: ports.SigningKeyRepo = SigningKeyRepo(conn)
         self.outbox: ports.OutboxRepo = OutboxRepo(conn)
         self.sequences: ports.SequenceRepo = SequenceRepo(conn)
+        self.install_links: ports.InstallLinkRepo = InstallLinkRepo(conn)
+        self.install_downloads: ports.InstallDownloadRepo = InstallDownloadRepo(conn)
+        self.sign_in_throttle: ports.ThrottleRepo = ThrottleRepo(conn)
 
     def commit(self) -> None:
         self.conn.commit()
