@@ -327,6 +327,17 @@ def by_number(uow: UnitOfWork, actor: Actor, *, number: int) -> Build:
     return build
 
 
+def by_ref(uow: UnitOfWork, actor: Actor, *, ref: str) -> Build:
+    """A build of the actor's tenant by its id or its number (a dialect's build id)."""
+    ref = ref.strip()
+    if ref.isdigit() and len(ref) < 19:
+        found = uow.builds.get_by_number(actor.tenant, int(ref))
+        if found is None:
+            raise BuildNotFound(f"Build {ref} not found.")
+        return found
+    return get(uow, actor, build_id=ref)
+
+
 def upload_of(uow: UnitOfWork, actor: Actor, *, build_id: str) -> Upload | None:
     """How the build's input arrived (or is arriving): its latest upload."""
     return uow.uploads.get_for_subject(get(uow, actor, build_id=build_id).id)
