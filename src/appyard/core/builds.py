@@ -425,6 +425,11 @@ def for_app(
     )
 
 
+def recent(uow: UnitOfWork, actor: Actor, *, limit: int = 10) -> list[Build]:
+    """The tenant's newest builds, whatever their app (one still processing has none yet)."""
+    return uow.builds.recent(actor.tenant, max(1, min(limit, MAX_PAGE_SIZE)))
+
+
 def jobs_of(uow: UnitOfWork, actor: Actor, *, build_id: str) -> list[Job]:
     """The build's jobs, oldest first (its pipeline runs)."""
     return uow.jobs.for_build(get(uow, actor, build_id=build_id).id)

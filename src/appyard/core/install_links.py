@@ -132,7 +132,7 @@ def file_kind(build: Build) -> str:
     return build.file_name.rsplit(".", 1)[-1].lower()
 
 
-def _file_key(build: Build) -> str | None:
+def file_key(build: Build) -> str | None:
     """The object a link hands out: the processed output, else (a build whose job keeps no
     output of its own, like a store version's validation) the input."""
     if build.deleted or build.status is not BuildStatus.COMPLETED:
@@ -196,7 +196,7 @@ def _make(
     expires_in: timedelta,
     public_url: str,
 ) -> SharedLink:
-    if _file_key(build) is None:
+    if file_key(build) is None:
         raise BuildNotInstallable(
             f"Build {build.number} is "
             + ("deleted" if build.deleted else build.status.value)
@@ -330,7 +330,7 @@ def open_link(uow: UnitOfWork, clock: Clock, *, token: str) -> Opened:
             f"This install link expired on {link.expires_at.strftime('%Y-%m-%d %H:%M')} UTC.",
             state="expired",
         )
-    if build is None or _file_key(build) is None:
+    if build is None or file_key(build) is None:
         raise InstallLinkGone("The build behind this install link was deleted.", state="deleted")
     kind = file_kind(build)
     return Opened(
@@ -356,7 +356,7 @@ def universal_apk(uow: UnitOfWork, build: Build) -> Build | None:
                 other.id != build.id
                 and file_kind(other) == "apk"
                 and other.version_code == build.version_code
-                and _file_key(other) is not None
+                and file_key(other) is not None
             ):
                 return other
         if len(page) < 100:
@@ -393,7 +393,7 @@ def download(
         if opened.universal is None:
             raise builds.BuildNotFound("This build has no universal APK.")
         build, what = opened.universal, "universal-apk"
-    key = _file_key(build)
+    key = file_key(build)
     assert key is not None
     uow.install_downloads.add(
         InstallDownload(

@@ -165,6 +165,15 @@ class BuildRepo(Repo):
         q = select(func.count()).where(t.builds.c.app_id == app_id)
         return int(self.conn.execute(q).scalar_one())
 
+    def recent(self, tenant_id: str, limit: int) -> list[Build]:
+        q = (
+            select(t.builds)
+            .where(t.builds.c.tenant_id == tenant_id)
+            .order_by(t.builds.c.number.desc())
+            .limit(limit)
+        )
+        return [to_obj(Build, r) for r in self.conn.execute(q)]
+
     def with_number(self, number: int) -> list[Build]:
         q = select(t.builds).where(t.builds.c.number == number).order_by(t.builds.c.tenant_id)
         return [to_obj(Build, r) for r in self.conn.execute(q)]
