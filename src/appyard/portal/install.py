@@ -11,22 +11,13 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-import segno
 from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from appyard.core import install_links
+from appyard.portal.views import qr_svg
 from appyard.portal.web import Portal, portal
-
-
-def qr_svg(url: str) -> str:
-    """The QR code of ``url`` as inline SVG (scales with its box; the quiet zone included)."""
-    return str(
-        segno.make(url, error="m").svg_inline(
-            scale=1, border=4, dark="#111827", light="#ffffff", omitsize=True
-        )
-    )
 
 
 def _gone(p: Portal, request: Request, exc: install_links.InstallLinkGone) -> Response:

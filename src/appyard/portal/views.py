@@ -11,6 +11,7 @@ import json
 from datetime import datetime
 from typing import Any
 
+import segno
 from jinja2 import Environment
 
 from appyard.core.models import Build, BuildStatus, Stage
@@ -277,6 +278,15 @@ def signing_summary(build: Build) -> dict[str, Any]:
     return {}
 
 
+def qr_svg(url: str) -> str:
+    """The QR code of ``url`` as inline SVG (scales with its box; the quiet zone included)."""
+    return str(
+        segno.make(url, error="m").svg_inline(
+            scale=1, border=4, dark="#111827", light="#ffffff", omitsize=True
+        )
+    )
+
+
 def pretty(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, default=str)
 
@@ -319,4 +329,5 @@ def install(env: Environment) -> None:
         ci=ci,
         facts_summary=facts_summary,
         signing_summary=signing_summary,
+        qr=qr_svg,
     )
