@@ -45,6 +45,14 @@ def trail(uow: UnitOfWork, actor: Actor, *, limit: int = 200) -> list[Entry]:
     return [_entry(uow, e, names) for e in events]
 
 
+def names(uow: UnitOfWork, actors: list[str]) -> dict[str, str]:
+    """How to show each actor string (``user:<id>`` -> the person's email, ...)."""
+    cache: dict[str, str] = {}
+    for actor in actors:
+        _name(uow, actor, cache)
+    return cache
+
+
 def _entry(uow: UnitOfWork, event: Event, names: dict[str, str]) -> Entry:
     return Entry(
         at=event.at,
@@ -61,6 +69,10 @@ def _who(uow: UnitOfWork, event: Event, names: dict[str, str]) -> str:
     if not actor:
         source = event.data.get("source")
         return f"{source} upload" if source else "appyard"
+    return _name(uow, actor, names)
+
+
+def _name(uow: UnitOfWork, actor: str, names: dict[str, str]) -> str:
     if actor not in names:
         kind, _, ident = actor.partition(":")
         if kind == "user":

@@ -14,7 +14,7 @@ live --(a newer version released to all its targets)--> superseded
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +145,33 @@ def listing(
         tenant_id=tenant_id,
         statuses=tuple(s.value for s in statuses) if statuses is not None else None,
         limit=max(1, min(limit, 1000)),
+    )
+
+
+@dataclass(frozen=True)
+class Summary:
+    """A version as a list of versions shows it."""
+
+    version: Version
+    app: App | None
+    tenant_name: str
+    run: ValidationRun | None  # the latest validation run
+    open_issues: int
+    findings: int
+    allowed: frozenset[str]  # what the actor may do to it now (allowed_actions)
+
+
+def summarize(uow: UnitOfWork, actor: Actor, version: Version) -> Summary:
+    version = get(uow, actor, version_id=version.id)
+    tenant = uow.tenants.get(version.tenant_id)
+    return Summary(
+        version=version,
+        app=uow.apps.get(version.app_id),
+        tenant_name=tenant.name if tenant else version.tenant_id,
+        run=latest_run(uow, version.id),
+        open_issues=open_issue_count(uow, version),
+        findings=len(uow.findings.list(version.build_id)),
+        allowed=allowed_actions(uow, actor, version),
     )
 
 

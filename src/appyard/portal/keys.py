@@ -29,11 +29,10 @@ def keys_context(p: Portal, session: Session) -> dict[str, Any]:
             keys_note = ""
         except signing_keys.PlanRequired as exc:
             keys, keys_note = [], exc.message
-    by_kind: dict[str, list[Any]] = {k.value: [] for k in identity.MEMBER_KINDS}
-    for token in tokens:
-        by_kind.setdefault(token.kind.value, []).append(token)
+    order = {kind: i for i, kind in enumerate(identity.MEMBER_KINDS)}
+    tokens.sort(key=lambda t: (order.get(t.kind, 99), t.created_at))
     return {
-        "by_kind": by_kind,
+        "tokens": tokens,
         "usage": usage,
         "apps": app_list,
         "signing_keys": keys,

@@ -14,6 +14,7 @@ from starlette.responses import RedirectResponse, Response
 
 from appyard import errors
 from appyard.core import apps, audit, builds, install_links, throttle, users
+from appyard.portal import views
 from appyard.portal.web import (
     SESSION_COOKIE,
     SIGNIN_CSRF_COOKIE,
@@ -137,7 +138,7 @@ def routes(app: FastAPI) -> None:
         with p.svc.transaction() as uow:
             listed = apps.list_apps(uow, session.actor)
             recent = builds.recent(uow, session.actor, limit=RECENT)
-            names = {s.app.id: s.app.name for s in listed}
+            names = {s.app.id: views.display_name(s.app, s.latest) for s in listed}
         listed.sort(
             key=lambda s: s.latest.number if s.latest else 0,
             reverse=True,

@@ -16,10 +16,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from appyard import errors
-from appyard.core import versions
-from appyard.core.models import Version, VersionStatus
-from appyard.core.ports import UnitOfWork
-from appyard.portal.web import Form, Session, portal
+from appyard.core import audit, versions
+from appyard.core.models import VersionStatus
+from appyard.portal.web import Form, portal
 
 SECTIONS_STAFF = (
     ("review", "Waiting for review", (VersionStatus.IN_REVIEW,)),
@@ -41,19 +40,6 @@ SECTIONS_DEVELOPER = (
         (VersionStatus.REJECTED, VersionStatus.WITHDRAWN, VersionStatus.SUPERSEDED),
     ),
 )
-
-
-def _row(uow: UnitOfWork, session: Session, version: Version) -> dict[str, Any]:
-    latest = versions.latest_run(uow, version.id)
-    app = uow.apps.get(version.app_id)
-    return {
-        "version": version,
-        "app": app,
-        "run": latest,
-        "issues": versions.open_issue_count(uow, version),
-        "findings": len(versions.findings_of(uow, session.actor, version_id=version.id)),
-        "allowed": versions.allowed_actions(uow, session.actor, version),
-    }
 
 
 def _split(value: str) -> list[str]:
@@ -129,7 +115,7 @@ def routes(app: FastAPI) -> None:
         with p.svc.uow() as uow:
             for key, title, statuses in sections:
                 rows = [
-                    _row(uow, session, v)
+                    versions.summarize(uow, session.actor, v)
                     for v in versions.listing(uow, session.actor, statuses=statuses, limit=100)
                 ]
                 shown.append({"key": key, "title": title, "rows": rows})
@@ -142,13 +128,15 @@ def routes(app: FastAPI) -> None:
         actor = session.actor
         with p.svc.uow() as uow:
             version = versions.get(uow, actor, version_id=version_id)
+            history = versions.history(uow, actor, version_id=version.id)
             context: dict[str, Any] = {
                 "version": version,
                 "app": versions.app_of(uow, actor, version_id=version.id),
                 "build": versions.build_of(uow, actor, version_id=version.id),
                 "findings": versions.findings_of(uow, actor, version_id=version.id),
                 "runs": versions.runs(uow, actor, version_id=version.id),
-                "history": versions.history(uow, actor, version_id=version.id),
+                "history": history,
+                "names": audit.names(uow, [e.actor for e in history]),
                 "issues": versions.issues(uow, actor, version_id=version.id),
                 "open_issues": versions.open_issue_count(uow, version),
                 "allowed": versions.allowed_actions(uow, actor, version),

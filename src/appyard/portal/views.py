@@ -14,7 +14,7 @@ from typing import Any
 import segno
 from jinja2 import Environment
 
-from appyard.core.models import Build, BuildStatus, Stage
+from appyard.core.models import App, Build, BuildStatus, Stage
 
 # The pipeline's stages in order, as a build page shows its progress.
 STAGES: tuple[Stage, ...] = (
@@ -196,6 +196,20 @@ def short_commit(value: str) -> str:
     return value[:10] if len(value) >= 12 and all(c in "0123456789abcdef" for c in value) else value
 
 
+def display_name(app: App | None, build: Build | None) -> str:
+    """What to call an app: a name someone gave it, else the label its build declares (the
+    launcher label, the bundle's display name), else its identifier."""
+    identifier = (app.identifier if app else None) or (build.identifier if build else None)
+    if app is not None and app.name and app.name not in (identifier, app.slug):
+        return app.name
+    facts = (build.facts if build else None) or {}
+    manifest = facts.get("manifest") or {}
+    label = manifest.get("label") or facts.get("display_name") or facts.get("bundle_name")
+    if isinstance(label, str) and label.strip() and not label.startswith("@"):
+        return label.strip()
+    return (app.name if app else None) or identifier or (build.file_name if build else "App")
+
+
 def facts_summary(build: Build) -> list[tuple[str, str]]:
     """The facts a person looks for first, per platform."""
     facts = build.facts or {}
@@ -328,6 +342,7 @@ def install(env: Environment) -> None:
         stages=stages,
         ci=ci,
         facts_summary=facts_summary,
+        display_name=display_name,
         signing_summary=signing_summary,
         qr=qr_svg,
     )
