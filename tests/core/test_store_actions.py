@@ -24,7 +24,12 @@ ATTEMPTS: dict[str, Callable[..., Any]] = {
         uow, clock, actor, version_id=vid, reason="not yet"
     ),
     "release": lambda uow, clock, actor, vid: versions.release(
-        uow, clock, actor, version_id=vid, countries=["DE"], vehicle_contexts=[],
+        uow,
+        clock,
+        actor,
+        version_id=vid,
+        countries=["DE"],
+        vehicle_contexts=[],
         rollout_percentage=10,
     ),
     "rollout": lambda uow, clock, actor, vid: versions.set_rollout(

@@ -19,7 +19,11 @@ def person(runtime: Runtime) -> str:
     svc = runtime.services
     with svc.transaction() as uow:
         users.create(
-            uow, svc.clock, email="ana@store.test", name="Ana", role=Role.STORE_ADMIN,
+            uow,
+            svc.clock,
+            email="ana@store.test",
+            name="Ana",
+            role=Role.STORE_ADMIN,
             password=PASSWORD,
         )
     return "ana@store.test"

@@ -18,7 +18,13 @@ def make_user(runtime: Runtime, email: str, role: Role, tenant: str | None = Non
     svc = runtime.services
     with svc.transaction() as uow:
         users.create(
-            uow, svc.clock, email=email, name=email, role=role, password=PASSWORD, tenant_name=tenant
+            uow,
+            svc.clock,
+            email=email,
+            name=email,
+            role=role,
+            password=PASSWORD,
+            tenant_name=tenant,
         )
 
 

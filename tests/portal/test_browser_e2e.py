@@ -18,7 +18,7 @@ from tests.e2e.conftest import Server
 from tests.portal.conftest import PASSWORD, Shots, create_user
 
 pytest.importorskip("playwright")
-from playwright.sync_api import expect  # noqa: E402
+from playwright.sync_api import expect
 
 RELEASE_APK = FIXTURES / "fixture-release-v1v2v3.apk"
 MOBILE = {"width": 390, "height": 844}

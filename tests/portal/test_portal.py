@@ -152,9 +152,7 @@ def test_the_apps_page_lists_apps_with_their_latest_build(
 def test_keys_are_shown_once_and_can_be_disabled_and_deleted(
     tenant: TenantKey, dev: TestClient
 ) -> None:
-    r = dev.post(
-        "/keys/tokens", data={"csrf": page_csrf(dev), "kind": "ci", "name": "pipeline"}
-    )
+    r = dev.post("/keys/tokens", data={"csrf": page_csrf(dev), "kind": "ci", "name": "pipeline"})
     assert r.status_code == 201
     raw = re.search(r'data-test="raw-key">([^<]+)<', r.text)
     assert raw and raw.group(1).startswith("ci_")
@@ -170,7 +168,9 @@ def test_keys_are_shown_once_and_can_be_disabled_and_deleted(
 
 
 def test_a_signing_key_is_uploaded_made_default_and_deleted(dev: TestClient) -> None:
-    keystore = (Path(__file__).resolve().parents[1] / "fixtures" / "keys" / "release.p12").read_bytes()
+    keystore = (
+        Path(__file__).resolve().parents[1] / "fixtures" / "keys" / "release.p12"
+    ).read_bytes()
     r = dev.post(
         "/keys/signing",
         data={
@@ -190,7 +190,7 @@ def test_a_signing_key_is_uploaded_made_default_and_deleted(dev: TestClient) -> 
         files={"keystore": ("release.p12", keystore, "application/x-pkcs12")},
     )
     assert "The key was not added" in bad.text
-    key_id = re.search(r'/keys/signing/(sk_[0-9a-f]+)/delete', r.text)
+    key_id = re.search(r"/keys/signing/(sk_[0-9a-f]+)/delete", r.text)
     assert key_id
     gone = dev.post(f"/keys/signing/{key_id.group(1)}/delete", data={"csrf": page_csrf(dev)})
     assert "deleted" in gone.text and "CN=Appyard Fixture Release" not in gone.text
@@ -229,7 +229,9 @@ def test_an_apk_install_page_installs_records_downloads_and_expires(
     assert 'data-test="install-button"' in page.text and f'href="{path}/download"' in page.text
     assert "Fixed the checkout." in page.text and "<svg" in page.text
     assert page.headers["referrer-policy"] == "no-referrer"
-    got = anyone.get(f"{path}/download", headers={"User-Agent": "Tester/1 =cmd"}, follow_redirects=False)
+    got = anyone.get(
+        f"{path}/download", headers={"User-Agent": "Tester/1 =cmd"}, follow_redirects=False
+    )
     assert got.status_code == 302 and "/_blob/" in got.headers["location"]
     downloads = dev.get(f"/builds/{build.id}/downloads.csv")
     rows = list(csv.reader(io.StringIO(downloads.text)))
@@ -265,7 +267,11 @@ def test_an_aab_page_says_it_cannot_install_and_offers_the_universal_apk(
 ) -> None:
     common = {"identifier": "com.example.maps", "platform": Platform.ANDROID}
     bundle = completed_build(
-        runtime, tenant.tenant_id, file_name="maps.aab", version_code="7", **common  # type: ignore[arg-type]
+        runtime,
+        tenant.tenant_id,
+        file_name="maps.aab",
+        version_code="7",
+        **common,  # type: ignore[arg-type]
     )
     path = make_link(dev, bundle.id)
     anyone = TestClient(dev.app)
