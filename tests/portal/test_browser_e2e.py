@@ -42,6 +42,13 @@ def read_qr(element: Any) -> str:
     return str(found[0].text)
 
 
+def watch(page: Any, problems: list[str]) -> Any:
+    """Collect what the browser complains about (a script error, a CSP violation)."""
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    return page
+
+
 def csrf_of(page: Any) -> str:
     return str(page.locator("input[name=csrf]").first.get_attribute("value"))
 
@@ -51,7 +58,8 @@ def test_developer_watches_a_build_complete_and_shares_it(
 ) -> None:
     create_user(server, "dev@default.test", "developer", "default")
     context = chromium.new_context(viewport=DESKTOP)
-    page = context.new_page()
+    problems: list[str] = []
+    page = watch(context.new_page(), problems)
     page.on("dialog", lambda dialog: dialog.accept())
     sign_in(page, server.url, "dev@default.test")
     expect(page.get_by_role("heading", name="Apps", exact=True)).to_be_visible()
@@ -113,7 +121,7 @@ def test_developer_watches_a_build_complete_and_shares_it(
     shots(page, "build-with-install-link")
     for label, viewport in (("phone", MOBILE), ("desktop", DESKTOP)):
         visitor = chromium.new_context(viewport=viewport)  # no session: anyone with the link
-        install = visitor.new_page()
+        install = watch(visitor.new_page(), problems)
         response = install.goto(link)
         assert response is not None and response.status == 200
         expect(install.locator("[data-test=install-name]")).to_be_visible()
@@ -186,6 +194,7 @@ def test_developer_watches_a_build_complete_and_shares_it(
     page.goto(f"{server.url}/keys")
     assert "/signin" in page.url
     context.close()
+    assert problems == []
 
 
 def test_store_team_reviews_and_releases_a_version(
@@ -246,7 +255,8 @@ def test_store_team_reviews_and_releases_a_version(
 
     # The store admin releases to two countries at 10 %.
     admin_context = chromium.new_context(viewport=MOBILE)
-    admin = admin_context.new_page()
+    problems: list[str] = []
+    admin = watch(admin_context.new_page(), problems)
     sign_in(admin, server.url, "admin@store.test")
     admin.goto(f"{server.url}/store/versions/{vid}")
     release = admin.locator("[data-test=release-form]")
@@ -265,6 +275,7 @@ def test_store_team_reviews_and_releases_a_version(
     expect(admin.locator("[data-test=audit]")).to_contain_text("reviewer@store.test")
     shots(admin, "admin-audit-phone")
     admin_context.close()
+    assert problems == []
 
     # The store CI API sees it.
     assert store.get(f"/versions/{vid}").json()["status"] == "live"

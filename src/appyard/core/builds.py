@@ -522,7 +522,7 @@ def delete(svc: Services, uow: UnitOfWork, actor: Actor, *, build_id: str) -> Bu
         raise BuildInStore(f"Build {build.number} backs a store version and cannot be deleted.")
     deleted = replace(build, deleted=True, output_key=None, updated_at=svc.clock.now())
     uow.builds.save(deleted)
-    for key in (build.output_key, build.source_key):
+    for key in (build.output_key, build.source_key, icon_key(build)):
         if key:
             svc.store.delete(key)
     outbox.emit(uow, svc.clock, "build.deleted", tenant_id=build.tenant_id, subject_id=build.id)

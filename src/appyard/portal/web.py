@@ -25,9 +25,8 @@ import hmac
 import logging
 import re
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote
@@ -414,9 +413,3 @@ class Guard:
             return
         await self.app(scope, receive, send_with_headers)
 
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-Handler = Callable[..., Awaitable[Response]]
