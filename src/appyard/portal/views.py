@@ -121,7 +121,7 @@ def ago(value: datetime | None, now: datetime) -> str:
 def _until(seconds: int) -> str:
     for span, unit in ((86400, "day"), (3600, "hour"), (60, "min")):
         if seconds >= span:
-            n = seconds // span
+            n = round(seconds / span)
             plural = "s" if n != 1 and unit != "min" else ""
             return f"in {n} {unit}{plural}"
     return "in a moment"
