@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from appyard import portal
 from appyard.api import kit
 from appyard.api.dialects import DIALECTS
 from appyard.api.native.routes import API as NATIVE_API
@@ -63,6 +64,7 @@ def create_app(
         app.mount("/_blob", blob_app(runtime.local_store, accel_redirect=accel))
     for dialect in (*DIALECTS, NATIVE_API):
         app.mount(dialect.prefix, kit.mount(dialect, svc))
+    app.mount("/", portal.mount(svc, secret=runtime.settings.secret()))  # last: the rest
     return app
 
 

@@ -93,7 +93,7 @@ def test_installed_without_extras_it_serves_and_names_the_extra_a_url_needs(
         venv / "bin/python",
         "-c",
         "import importlib.util as u; print([m for m in ('boto3', 'redis', 'psycopg', 'jks',"
-        " 'jinja2') if u.find_spec(m)])",  # httpx is a runtime dependency (webhooks)
+        " 'playwright') if u.find_spec(m)])",  # httpx (webhooks) and jinja2 (portal) are runtime
     )
     assert missing.stdout.strip() == "[]"
 

@@ -19,7 +19,16 @@ from rich.table import Table
 
 from appyard import errors
 from appyard.cli.common import parse_duration, runtime_from
-from appyard.core import apps, controls, identity, signing_keys, tenants, users, versions
+from appyard.core import (
+    apps,
+    controls,
+    identity,
+    install_links,
+    signing_keys,
+    tenants,
+    users,
+    versions,
+)
 from appyard.core.crypto import SecretBox
 from appyard.core.models import (
     Actor,
@@ -730,10 +739,13 @@ def rotate_master_key(ctx: typer.Context, as_json: JsonFlag = False) -> None:
         box = SecretBox(*settings.master_keys())  # master.key.next first
     else:
         box = SecretBox(*keys)
-    count = _run(ctx, lambda uow, clock: signing_keys.reseal_all(uow, box))
+    count = _run(
+        ctx,
+        lambda uow, clock: signing_keys.reseal_all(uow, box) + install_links.reseal_all(uow, box),
+    )
     if settings.master_key is None:
         os.replace(pending, settings.data_dir / "master.key")
-    _emit(as_json, {"resealed": count}, f"re-encrypted {count} signing key(s)")
+    _emit(as_json, {"resealed": count}, f"re-encrypted {count} signing key(s) and install link(s)")
 
 
 @app.command("set-key-scopes")
@@ -751,3 +763,60 @@ def set_key_scopes(
     token = _run(ctx, lambda uow, clock: identity.set_scopes(uow, token_id=key_id, scopes=scopes))
     shown = ", ".join(token.scopes) or "every permission"
     _emit(as_json, {"key_id": token.id, "scopes": list(token.scopes)}, f"{token.id}: {shown}")
+
+
+# --- install links ------------------------------------------------------------------------------
+
+
+def _link_body(shared: install_links.SharedLink) -> dict[str, Any]:
+    link = shared.link
+    return {
+        "id": link.id,
+        "url": shared.url,
+        "build_id": link.build_id,
+        "state": shared.state,
+        "expires_at": link.expires_at.isoformat(),
+    }
+
+
+@app.command("install-link")
+def install_link(
+    ctx: typer.Context,
+    build: Annotated[
+        str,
+        typer.Argument(help="build id, build number (the automation job_id), or store version id"),
+    ],
+    expires: Annotated[str, typer.Option(help="how long it lives: 30m, 12h, 7d, 2w")] = "7d",
+    tenant: Annotated[
+        str | None, typer.Option(help="the build's tenant (when two share a build number)")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Make an install link (/i/<token>) for a completed build and print its URL."""
+    runtime = runtime_from(ctx)
+    svc = runtime.services
+
+    def make(uow: UnitOfWork, clock: Any) -> install_links.SharedLink:
+        span = install_links.parse_expiry(expires)
+        tenant_id = tenants.by_name(uow, name=tenant).id if tenant else None
+        found = install_links.find_build(uow, ref=build, tenant_id=tenant_id)
+        return install_links.create_as_operator(
+            uow, clock, svc.sealer(), build=found, expires_in=span, public_url=svc.public_url
+        )
+
+    shared = _run(ctx, make)
+    body = _link_body(shared)
+    _emit(as_json, body, f"{shared.url}\n(link {shared.link.id}, expires {body['expires_at']})")
+
+
+@app.command("revoke-install-link")
+def revoke_install_link(ctx: typer.Context, link_id: str, as_json: JsonFlag = False) -> None:
+    """Revoke an install link: its page answers 410 from now on."""
+    link = _run(
+        ctx, lambda uow, clock: install_links.revoke_as_operator(uow, clock, link_id=link_id)
+    )
+    _emit(
+        as_json,
+        {"id": link.id, "state": "revoked", "revoked_at": str(link.revoked_at)},
+        f"revoked install link {link.id}",
+    )

@@ -332,6 +332,17 @@ def by_number(uow: UnitOfWork, actor: Actor, *, number: int) -> Build:
     return build
 
 
+def by_ref(uow: UnitOfWork, actor: Actor, *, ref: str) -> Build:
+    """A build of the actor's tenant by its id or its number (a dialect's build id)."""
+    ref = ref.strip()
+    if ref.isdigit() and len(ref) < 19:
+        found = uow.builds.get_by_number(actor.tenant, int(ref))
+        if found is None:
+            raise BuildNotFound(f"Build {ref} not found.")
+        return found
+    return get(uow, actor, build_id=ref)
+
+
 def upload_of(uow: UnitOfWork, actor: Actor, *, build_id: str) -> Upload | None:
     """How the build's input arrived (or is arriving): its latest upload."""
     return uow.uploads.get_for_subject(get(uow, actor, build_id=build_id).id)
@@ -354,6 +365,86 @@ def download(
         )
     request = store.presign_get(build.output_key, file_name=build.file_name, expires_in=url_ttl)
     return Download(build=build, request=request, expires_in=url_ttl)
+
+
+def download_input(
+    uow: UnitOfWork, store: BlobStore, actor: Actor, *, build_id: str, url_ttl: int
+) -> Download:
+    """A signed request for the build's input, the file as it was uploaded."""
+    build = get(uow, actor, build_id=build_id)
+    if build.deleted:
+        raise BuildDeleted(f"Build {build.number} was deleted; its files are gone.")
+    upload = uow.uploads.get_for_subject(build.id)
+    if upload is None or upload.state is not UploadState.RECEIVED:
+        raise errors.JobNotCompleted(f"Build {build.number}'s file has not arrived.")
+    request = store.presign_get(build.source_key, file_name=build.file_name, expires_in=url_ttl)
+    return Download(build=build, request=request, expires_in=url_ttl)
+
+
+ICON_LIMIT = 2 * 1024 * 1024
+
+
+def read_icon(store: BlobStore, build: Build) -> bytes | None:
+    """The build's icon as stored by its inspection (None without one)."""
+    key = icon_key(build)
+    info = store.stat(key)
+    if info is None or info.size > ICON_LIMIT:
+        return None
+    with store.open_read(key) as fh:
+        return fh.read(ICON_LIMIT)
+
+
+def icon(uow: UnitOfWork, store: BlobStore, actor: Actor, *, build_id: str) -> bytes | None:
+    return read_icon(store, get(uow, actor, build_id=build_id))
+
+
+@dataclass(frozen=True)
+class AppBuilds:
+    """One page of an app's builds, newest first."""
+
+    builds: list[Build]
+    total: int
+    page: int
+    page_size: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.page_size))
+
+
+def for_app(
+    uow: UnitOfWork, actor: Actor, *, app_id: str, page: int = 1, page_size: int = 25
+) -> AppBuilds:
+    """An app of the actor's tenant, one page of its builds."""
+    app = uow.apps.get(app_id)
+    if app is None or app.tenant_id != actor.tenant:
+        raise errors.NotFound(f"No application {app_id!r}.")
+    if not 1 <= page <= MAX_PAGE:
+        raise errors.InvalidField(f"page must be between 1 and {MAX_PAGE}.", field="page")
+    page_size = max(1, min(page_size, MAX_PAGE_SIZE))
+    return AppBuilds(
+        builds=uow.builds.list_for_app(app.id, (page - 1) * page_size, page_size),
+        total=uow.builds.count_for_app(app.id),
+        page=page,
+        page_size=page_size,
+    )
+
+
+def recent(uow: UnitOfWork, actor: Actor, *, limit: int = 10) -> list[Build]:
+    """The tenant's newest builds, whatever their app (one still processing has none yet)."""
+    return uow.builds.recent(actor.tenant, max(1, min(limit, MAX_PAGE_SIZE)))
+
+
+def jobs_of(uow: UnitOfWork, actor: Actor, *, build_id: str) -> list[Job]:
+    """The build's jobs, oldest first (its pipeline runs)."""
+    return uow.jobs.for_build(get(uow, actor, build_id=build_id).id)
+
+
+def signing_key_of(uow: UnitOfWork, actor: Actor, *, build: Build) -> SigningKey | None:
+    """The managed key the build is (to be) signed with, for showing its public facts."""
+    if build.signing_key_id is None or build.tenant_id != actor.tenant:
+        return None
+    return uow.signing_keys.get(build.signing_key_id)
 
 
 @dataclass(frozen=True)

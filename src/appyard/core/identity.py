@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from appyard import errors
-from appyard.core import tenants, users
+from appyard.core import outbox, tenants, users
 from appyard.core.ids import hash_secret, new_secret, secret_matches
 from appyard.core.models import Actor, Role, Token, TokenKind
 from appyard.core.ports import Clock, UnitOfWork
@@ -172,15 +172,94 @@ def member_tokens(uow: UnitOfWork, actor: Actor, *, kind: TokenKind) -> list[Tok
     return uow.tokens.list(actor.tenant, kind)
 
 
-def issue_member_token(
-    uow: UnitOfWork, clock: Clock, actor: Actor, *, kind: TokenKind, name: str = ""
-) -> IssuedToken:
-    """A signed-in member of a tenant makes a token for it (shown once)."""
+# The kinds a tenant member manages in the portal (all but none: every kind is the tenant's).
+MEMBER_KINDS = (
+    TokenKind.AUTOMATION,
+    TokenKind.MANAGEMENT,
+    TokenKind.CI,
+    TokenKind.CONTEXT,
+    TokenKind.APP,
+    TokenKind.SERVICE_ACCOUNT,
+)
+
+
+def may_manage_tokens(actor: Actor, *, what: str = "Managing the tenant's keys") -> None:
+    """Keys and tokens are managed by signed-in tenant members (never by a token)."""
     if not actor.is_user or actor.role is not Role.DEVELOPER:
-        raise errors.Forbidden(f"Creating {kind.value} tokens needs a signed-in tenant member.")
+        raise errors.Forbidden(f"{what} needs a signed-in tenant member.")
+
+
+def issue_member_token(
+    uow: UnitOfWork,
+    clock: Clock,
+    actor: Actor,
+    *,
+    kind: TokenKind,
+    name: str = "",
+    app_id: str | None = None,
+) -> IssuedToken:
+    """A signed-in member of a tenant makes a token for it (shown once). An app token
+    names one app of the tenant."""
+    may_manage_tokens(actor, what=f"Creating {kind.value} tokens")
     if len(name) > 200:
         raise errors.InvalidField("A token's name is at most 200 characters.", field="name")
-    return create_token(uow, clock, tenant_id=actor.tenant, kind=kind, name=name)
+    issued = create_token(uow, clock, tenant_id=actor.tenant, kind=kind, name=name, app_id=app_id)
+    outbox.emit(
+        uow,
+        clock,
+        "token.created",
+        tenant_id=actor.tenant,
+        subject_id=issued.token.id,
+        kind=kind.value,
+        name=issued.token.name,
+        actor=f"{actor.kind}:{actor.id}",
+    )
+    return issued
+
+
+def _member_token(uow: UnitOfWork, actor: Actor, token_id: str) -> Token:
+    may_manage_tokens(actor)
+    token = uow.tokens.get(token_id)
+    if token is None or token.tenant_id != actor.tenant:
+        raise errors.TokenNotFound(f"No key {token_id!r}.")
+    return token
+
+
+def member_token_list(uow: UnitOfWork, actor: Actor) -> list[Token]:
+    """Every token of the member's tenant (never their secrets)."""
+    may_manage_tokens(actor)
+    return uow.tokens.list(actor.tenant)
+
+
+def disable_member_token(uow: UnitOfWork, clock: Clock, actor: Actor, *, token_id: str) -> Token:
+    token = _member_token(uow, actor, token_id)
+    disabled = disable_token(uow, token_id=token.id, tenant_id=actor.tenant)
+    outbox.emit(
+        uow,
+        clock,
+        "token.disabled",
+        tenant_id=actor.tenant,
+        subject_id=token.id,
+        kind=token.kind.value,
+        actor=f"{actor.kind}:{actor.id}",
+    )
+    return disabled
+
+
+def delete_member_token(uow: UnitOfWork, clock: Clock, actor: Actor, *, token_id: str) -> Token:
+    """Delete a token for good: requests with it fail as for a key never issued."""
+    token = _member_token(uow, actor, token_id)
+    uow.tokens.delete(token.id)
+    outbox.emit(
+        uow,
+        clock,
+        "token.deleted",
+        tenant_id=actor.tenant,
+        subject_id=token.id,
+        kind=token.kind.value,
+        actor=f"{actor.kind}:{actor.id}",
+    )
+    return token
 
 
 def revoke_member_token(uow: UnitOfWork, actor: Actor, *, kind: TokenKind, token_id: str) -> Token:

@@ -519,3 +519,49 @@ class WebhookDelivery:
     status_code: int | None = None  # None: no answer (refused, timed out)
     latency_ms: int | None = None
     error: str | None = None
+
+
+# --- install links (the web portal's going out) -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InstallLink:
+    """An unguessable, expiring, revocable link to a build's install page (``/i/<token>``).
+
+    The token is kept twice: its SHA-256 to find the link by, and sealed under the master key
+    so the portal can show the link again; the raw token is in no log and no event."""
+
+    id: str
+    tenant_id: str
+    build_id: str
+    token_hash: str
+    sealed_token: bytes
+    created_by: str  # "user:<id>", "token:<id>" or "operator"
+    created_at: datetime
+    expires_at: datetime
+    revoked_at: datetime | None = None
+    revoked_by: str | None = None
+
+
+@dataclass(frozen=True)
+class InstallDownload:
+    """One download of a build's file through an install link."""
+
+    id: str
+    tenant_id: str
+    build_id: str  # the build whose file left (an AAB's link may hand out its universal APK)
+    link_id: str
+    at: datetime
+    client_address: str
+    user_agent: str
+    file: str  # what was downloaded: apk, aab, ipa, universal-apk
+
+
+@dataclass(frozen=True)
+class Throttle:
+    """Failed sign-ins counted under one key (an account, or a client address)."""
+
+    key: str
+    failures: int
+    first_at: datetime  # the start of the counting window
+    locked_until: datetime | None = None

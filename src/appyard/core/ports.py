@@ -24,6 +24,8 @@ from appyard.core.models import (
     ControlSetting,
     Event,
     Finding,
+    InstallDownload,
+    InstallLink,
     Job,
     LimitOverrides,
     MailDelivery,
@@ -34,6 +36,7 @@ from appyard.core.models import (
     SigningKey,
     StoreIssue,
     Tenant,
+    Throttle,
     Token,
     TokenKind,
     Upload,
@@ -75,6 +78,7 @@ class TokenRepo(Protocol):
     def set_disabled(self, token_id: str, disabled: bool) -> None: ...
     def touch(self, token_id: str, at: datetime) -> None: ...
     def set_scopes(self, token_id: str, scopes: tuple[str, ...]) -> None: ...
+    def delete(self, token_id: str) -> None: ...
 
 
 class AppRepo(Protocol):
@@ -110,6 +114,19 @@ class BuildRepo(Protocol):
         ...
 
     def latest_for_app(self, app_id: str) -> Build | None: ...
+    def list_for_app(self, app_id: str, offset: int, limit: int) -> list[Build]:
+        """One page of an app's builds, newest (highest number) first."""
+        ...
+
+    def count_for_app(self, app_id: str) -> int: ...
+    def recent(self, tenant_id: str, limit: int) -> list[Build]:
+        """The tenant's newest builds (highest number first), of every app or none yet."""
+        ...
+
+    def with_number(self, number: int) -> list[Build]:
+        """Builds of any tenant with this number (an operator naming a build by number)."""
+        ...
+
     def detach_app(self, app_id: str) -> None:
         """Forget ``app_id`` on its builds (they stay in history)."""
         ...
@@ -215,6 +232,12 @@ class VersionRepo(Protocol):
     def get_by_build(self, build_id: str) -> Version | None: ...
     def save(self, version: Version) -> None: ...
     def for_app(self, app_id: str) -> list[Version]: ...
+    def listing(
+        self, *, tenant_id: str | None, statuses: tuple[str, ...] | None, limit: int
+    ) -> list[Version]:
+        """Versions of one tenant (or every tenant: None) in these statuses (None: any),
+        most recently changed first."""
+        ...
 
 
 class RunRepo(Protocol):
@@ -286,6 +309,13 @@ class OutboxRepo(Protocol):
         """The event log (dispatched or not), oldest first."""
         ...
 
+    def recent(
+        self, *, tenant_id: str | None, limit: int, topic_prefix: str | None = None
+    ) -> list[Event]:
+        """The newest events first, of one tenant (None: of every tenant), whose topic
+        starts with ``topic_prefix`` when given."""
+        ...
+
     @property
     def written(self) -> bool:
         """Whether this unit of work added rows (the caller relays them after commit)."""
@@ -317,6 +347,38 @@ class WebhookDeliveryRepo(Protocol):
     def get(self, delivery_id: str) -> WebhookDelivery | None: ...
     def for_webhook(self, webhook_id: str, limit: int = 100) -> list[WebhookDelivery]:
         """The endpoint's latest deliveries, newest first."""
+        ...
+
+
+class InstallLinkRepo(Protocol):
+    def add(self, link: InstallLink) -> None: ...
+    def get(self, link_id: str) -> InstallLink | None: ...
+    def get_by_token_hash(self, token_hash: str) -> InstallLink | None: ...
+    def for_build(self, build_id: str) -> list[InstallLink]:
+        """The build's links, newest first."""
+        ...
+
+    def save(self, link: InstallLink) -> None: ...
+    def every(self) -> list[InstallLink]:
+        """Every link of every tenant (re-sealing under a new master key)."""
+        ...
+
+
+class InstallDownloadRepo(Protocol):
+    def add(self, download: InstallDownload) -> None: ...
+    def for_build(self, build_id: str, limit: int | None = None) -> list[InstallDownload]:
+        """Downloads of the build's file(s) through its links, newest first."""
+        ...
+
+    def count_for_build(self, build_id: str) -> int: ...
+
+
+class ThrottleRepo(Protocol):
+    def get(self, key: str) -> Throttle | None: ...
+    def put(self, state: Throttle) -> None: ...
+    def delete(self, key: str) -> None: ...
+    def prune(self, before: datetime) -> None:
+        """Forget counters whose window started before ``before`` and that lock nothing."""
         ...
 
 
@@ -354,6 +416,9 @@ class UnitOfWork(Protocol):
     mail_deliveries: MailDeliveryRepo
     webhooks: WebhookRepo
     webhook_deliveries: WebhookDeliveryRepo
+    install_links: InstallLinkRepo
+    install_downloads: InstallDownloadRepo
+    sign_in_throttle: ThrottleRepo
 
     def commit(self) -> None: ...
     def rollback(self) -> None: ...

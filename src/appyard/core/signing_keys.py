@@ -20,7 +20,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from appyard import errors
-from appyard.core import identity, tenants, uploads
+from appyard.core import identity, outbox, tenants, uploads
 from appyard.core.context import Services
 from appyard.core.crypto import SecretBox
 from appyard.core.ids import new_id
@@ -641,3 +641,92 @@ def forget_app(uow: UnitOfWork, store: BlobStore, *, tenant_id: str, app_id: str
     for key in uow.signing_keys.list(tenant_id):
         if key.app_id == app_id and key.state is not KeyState.DELETED:
             delete(uow, store, tenant_id=tenant_id, key_id=key.id)
+
+
+# --- what a signed-in member does in the portal -----------------------------------------------
+
+
+def list_for(uow: UnitOfWork, actor: Actor) -> list[SigningKey]:
+    """The actor's tenant's managed keys (its plan must include signing keys)."""
+    return managed_keys(uow, tenant_id=managing(uow, actor, write=False))
+
+
+def add_for(
+    uow: UnitOfWork,
+    clock: Clock,
+    box: SecretBox,
+    actor: Actor,
+    *,
+    name: str,
+    platform: Platform,
+    data: bytes,
+    password: str,
+    alias: str | None,
+    make_default: bool,
+    profile: bytes | None = None,
+) -> SigningKey:
+    """Upload a keystore (opened and checked now) as a managed key of the actor's tenant."""
+    tenant_id = managing(uow, actor, write=True)
+    if len(data) > MAX_KEYSTORE_BYTES:
+        raise errors.UploadTooLarge("Signing-key files over 10 MB are rejected.")
+    key = create_from_bytes(
+        uow,
+        clock,
+        box,
+        tenant_id=tenant_id,
+        name=name,
+        platform=platform,
+        data=data,
+        password=password,
+        alias=alias or None,
+        created_by=f"{actor.kind}:{actor.id}",
+        make_default=make_default,
+        profile=profile,
+    )
+    outbox.emit(
+        uow,
+        clock,
+        "signing_key.added",
+        tenant_id=tenant_id,
+        subject_id=key.id,
+        name=key.name,
+        platform=key.platform.value,
+        actor=f"{actor.kind}:{actor.id}",
+    )
+    return key
+
+
+def set_default_for(uow: UnitOfWork, clock: Clock, actor: Actor, *, key_id: str) -> SigningKey:
+    tenant_id = managing(uow, actor, write=True)
+    key = get(uow, tenant_id=tenant_id, key_id=key_id)
+    set_platform_default(uow, tenant_id=tenant_id, platform=key.platform, key_id=key.id)
+    outbox.emit(
+        uow,
+        clock,
+        "signing_key.default_set",
+        tenant_id=tenant_id,
+        subject_id=key.id,
+        platform=key.platform.value,
+        actor=f"{actor.kind}:{actor.id}",
+    )
+    return get(uow, tenant_id=tenant_id, key_id=key_id)
+
+
+def delete_for(
+    uow: UnitOfWork, clock: Clock, store: BlobStore, actor: Actor, *, key_id: str
+) -> SigningKey:
+    tenant_id = managing(uow, actor, write=True)
+    key = get(uow, tenant_id=tenant_id, key_id=key_id)
+    if key.app_id is not None:
+        raise errors.UnknownSigningKey(f"Unknown signing key {key_id!r}.")
+    wiped = delete(uow, store, tenant_id=tenant_id, key_id=key.id)
+    outbox.emit(
+        uow,
+        clock,
+        "signing_key.deleted",
+        tenant_id=tenant_id,
+        subject_id=key.id,
+        name=key.name,
+        actor=f"{actor.kind}:{actor.id}",
+    )
+    return wiped

@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from datetime import timedelta
 
 from appyard import errors
 from appyard.core.ids import new_id
-from appyard.core.models import LimitOverrides, Limits, Plan, Tenant
+from appyard.core.models import (
+    Actor,
+    ConfigVersion,
+    LimitOverrides,
+    Limits,
+    Plan,
+    Platform,
+    Tenant,
+    TokenKind,
+)
 from appyard.core.ports import Clock, UnitOfWork
 
 PLAN_LIMITS: dict[Plan, Limits] = {
@@ -82,3 +93,33 @@ def set_limits(uow: UnitOfWork, *, tenant_id: str, overrides: LimitOverrides) ->
     get(uow, tenant_id=tenant_id)
     uow.tenants.set_overrides(tenant_id, overrides)
     return get(uow, tenant_id=tenant_id)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """A tenant's plan, its limits, and what it used of them this week."""
+
+    tenant: Tenant
+    limits: Limits
+    processing: int  # builds in progress now (the concurrent limit)
+    weekly: dict[tuple[Platform, ConfigVersion], int]  # builds in the last 7 days
+    automation_keys: int  # active automation keys
+
+
+def usage(uow: UnitOfWork, clock: Clock, actor: Actor) -> Usage:
+    """The actor's tenant's plan limits and its use of them over the last 7 days."""
+    tenant = get(uow, tenant_id=actor.tenant)
+    since = clock.now() - timedelta(days=7)
+    return Usage(
+        tenant=tenant,
+        limits=limits(tenant),
+        processing=uow.builds.count_processing(tenant.id),
+        weekly={
+            (p, v): uow.builds.count_since(tenant.id, p, v, since)
+            for p in (Platform.ANDROID, Platform.IOS)
+            for v in ConfigVersion
+        },
+        automation_keys=sum(
+            1 for t in uow.tokens.list(tenant.id, TokenKind.AUTOMATION) if not t.disabled
+        ),
+    )

@@ -2,7 +2,9 @@
 
 Passwords are hashed with scrypt (n=2**14, r=8, p=1) and a random salt; a session is a random
 token whose SHA-256 is stored, sent back as the ``appyard_session`` cookie (or a bearer token
-on the native API)."""
+on the native API). Every sign-in (the portal's form, the native API's ``/auth/login``) goes
+through :func:`sign_in`, which throttles failures per account and per client address
+(core/throttle.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ import secrets
 from datetime import timedelta
 
 from appyard import errors
-from appyard.core import tenants
+from appyard.core import outbox, tenants, throttle
+from appyard.core.context import Services
 from appyard.core.ids import hash_secret, new_id
 from appyard.core.models import Actor, Role, User
 from appyard.core.ports import Clock, UnitOfWork
@@ -75,10 +78,16 @@ def create(
     return user
 
 
+_NO_USER = hash_password("an unknown user's password is checked against this, in constant time")
+
+
 def login(uow: UnitOfWork, clock: Clock, *, email: str, password: str) -> tuple[User, str]:
-    """A new session for valid credentials: (user, raw session token)."""
+    """A new session for valid credentials: (user, raw session token). Unthrottled: callers
+    that face a network use :func:`sign_in`."""
     user = uow.users.get_by_email(email.strip().lower())
-    if user is None or user.disabled or not password_matches(password, user.password_hash):
+    # An unknown email costs the same scrypt as a known one, so timing tells them apart no more.
+    matches = password_matches(password, user.password_hash if user else _NO_USER)
+    if user is None or user.disabled or not matches:
         raise errors.InvalidCredential("Wrong email or password.")
     token = secrets.token_urlsafe(32)
     now = clock.now()
@@ -86,12 +95,48 @@ def login(uow: UnitOfWork, clock: Clock, *, email: str, password: str) -> tuple[
     return user, token
 
 
+def sign_in(svc: Services, *, email: str, password: str, address: str) -> tuple[User, str]:
+    """:func:`login` behind the throttle: refused (429, ``retry_after``) while the account or
+    the client ``address`` is locked; a failure is counted (and committed) before it is
+    raised; a success clears the account's counter and is recorded as ``user.signed_in``."""
+    email = email.strip().lower()[:320]
+    with svc.uow() as uow:
+        throttle.check(uow, svc.clock, email=email, address=address)
+    try:
+        with svc.transaction() as uow:
+            user, token = login(uow, svc.clock, email=email, password=password)
+            throttle.succeeded(uow, email=email)
+            outbox.emit(
+                uow,
+                svc.clock,
+                "user.signed_in",
+                tenant_id=user.tenant_id,
+                subject_id=user.id,
+                actor=f"user:{user.id}",
+            )
+    except errors.InvalidCredential:
+        with svc.uow() as uow:
+            throttle.failed(uow, svc.clock, email=email, address=address)
+            uow.commit()
+        raise
+    return user, token
+
+
 def logout(uow: UnitOfWork, *, token: str) -> None:
     uow.sessions.delete(hash_secret(token))
 
 
-def from_session(uow: UnitOfWork, clock: Clock, *, token: str) -> Actor:
+def session_user(uow: UnitOfWork, clock: Clock, *, token: str) -> User:
+    """The person a live session belongs to."""
     user = uow.sessions.user_for(hash_secret(token), clock.now())
     if user is None or user.disabled:
         raise errors.InvalidCredential("Not signed in, or the session has expired.")
+    return user
+
+
+def actor_of(user: User) -> Actor:
     return Actor(id=user.id, tenant_id=user.tenant_id, role=user.role)
+
+
+def from_session(uow: UnitOfWork, clock: Clock, *, token: str) -> Actor:
+    return actor_of(session_user(uow, clock, token=token))

@@ -14,7 +14,7 @@ live --(a newer version released to all its targets)--> superseded
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,10 @@ from appyard.core.context import Services
 from appyard.core.ids import new_id
 from appyard.core.models import (
     Actor,
+    App,
+    Build,
     ConfigVersion,
+    Finding,
     IssueStatus,
     Platform,
     Role,
@@ -72,6 +75,33 @@ def _bounded(value: str, limit: int, field: str) -> str:
     return text
 
 
+# Who may do what, and from which status (docs/store-api.md): the one table both the actions
+# below and :func:`allowed_actions` (what the portal offers) read.
+ROLES: dict[str, tuple[Role, ...]] = {
+    "submit": (Role.DEVELOPER, Role.STORE_ADMIN),
+    "approve": STAFF,
+    "reject": STAFF,
+    "release": (Role.STORE_ADMIN,),
+    "rollout": (Role.STORE_ADMIN,),
+    "halt": (Role.STORE_ADMIN,),
+    "resume": (Role.STORE_ADMIN,),
+    "withdraw": (Role.STORE_ADMIN,),
+    "file_issue": STAFF,
+    "resolve_issue": STAFF,
+}
+FROM: dict[str, tuple[VersionStatus, ...]] = {
+    "submit": (VersionStatus.DRAFT,),
+    "approve": (VersionStatus.IN_REVIEW,),
+    "reject": (VersionStatus.IN_REVIEW, VersionStatus.APPROVED),
+    "release": (VersionStatus.APPROVED,),
+    "rollout": (VersionStatus.LIVE,),
+    "halt": (VersionStatus.LIVE,),
+    "resume": (VersionStatus.LIVE,),
+    "withdraw": (VersionStatus.LIVE,),
+    "file_issue": (VersionStatus.LIVE,),
+}
+
+
 class UnsignedApk(errors.InvalidArtifact):
     """APK is not signed with a production certificate."""
 
@@ -113,6 +143,67 @@ def issues(uow: UnitOfWork, actor: Actor, *, version_id: str) -> list[StoreIssue
 
 def targets(version: Version) -> Targets:
     return Targets(countries=version.countries, vehicle_contexts=version.vehicle_contexts)
+
+
+def listing(
+    uow: UnitOfWork,
+    actor: Actor,
+    *,
+    statuses: tuple[VersionStatus, ...] | None = None,
+    limit: int = 200,
+) -> list[Version]:
+    """Versions the actor may see (every tenant's for store staff, the tenant's for its
+    members and tokens), most recently changed first."""
+    tenant_id = None if actor.is_user and actor.role in STAFF else actor.tenant
+    return uow.versions.listing(
+        tenant_id=tenant_id,
+        statuses=tuple(s.value for s in statuses) if statuses is not None else None,
+        limit=max(1, min(limit, 1000)),
+    )
+
+
+@dataclass(frozen=True)
+class Summary:
+    """A version as a list of versions shows it."""
+
+    version: Version
+    app: App | None
+    tenant_name: str
+    run: ValidationRun | None  # the latest validation run
+    open_issues: int
+    findings: int
+    allowed: frozenset[str]  # what the actor may do to it now (allowed_actions)
+
+
+def summarize(uow: UnitOfWork, actor: Actor, version: Version) -> Summary:
+    version = get(uow, actor, version_id=version.id)
+    tenant = uow.tenants.get(version.tenant_id)
+    return Summary(
+        version=version,
+        app=uow.apps.get(version.app_id),
+        tenant_name=tenant.name if tenant else version.tenant_id,
+        run=latest_run(uow, version.id),
+        open_issues=open_issue_count(uow, version),
+        findings=len(uow.findings.list(version.build_id)),
+        allowed=allowed_actions(uow, actor, version),
+    )
+
+
+def build_of(uow: UnitOfWork, actor: Actor, *, version_id: str) -> Build:
+    """The build behind a version the actor may see (its facts, findings and file)."""
+    version = get(uow, actor, version_id=version_id)
+    build = uow.builds.get(version.build_id)
+    if build is None:
+        raise errors.NotFound(f"Version {version_id} has no build.")
+    return build
+
+
+def findings_of(uow: UnitOfWork, actor: Actor, *, version_id: str) -> list[Finding]:
+    return uow.findings.list(build_of(uow, actor, version_id=version_id).id)
+
+
+def app_of(uow: UnitOfWork, actor: Actor, *, version_id: str) -> App | None:
+    return uow.apps.get(get(uow, actor, version_id=version_id).app_id)
 
 
 # --- the CI upload ------------------------------------------------------------------------------
@@ -290,6 +381,39 @@ def _require(actor: Actor, *roles: Role, action: str) -> None:
         raise errors.Forbidden(f"Only {' or '.join(r.value for r in roles)} users may {action}.")
 
 
+def _may(actor: Actor, name: str, *, action: str) -> None:
+    _require(actor, *ROLES[name], action=action)
+
+
+def may(actor: Actor, name: str) -> bool:
+    """Whether the actor's role allows action ``name`` at all (whatever the status)."""
+    return actor.kind == "user" and actor.role in ROLES[name]
+
+
+def allowed_actions(uow: UnitOfWork, actor: Actor, version: Version) -> frozenset[str]:
+    """What the actor may do to the version now: its role (:data:`ROLES`), the version's
+    status (:data:`FROM`) and the rules of each action (a draft leaves only once its
+    validation passed; a rollout only grows; halt and resume alternate). The actions refuse
+    anything this does not offer."""
+    allowed = set()
+    for name, statuses in FROM.items():
+        if may(actor, name) and version.status in statuses:
+            allowed.add(name)
+    if "submit" in allowed:
+        latest = latest_run(uow, version.id)
+        if latest is None or latest.status is not RunStatus.PASSED:
+            allowed.discard("submit")
+    if version.rollout_halted:
+        allowed.discard("halt")
+    else:
+        allowed.discard("resume")
+    if version.rollout_percentage >= 100:
+        allowed.discard("rollout")
+    if may(actor, "resolve_issue"):
+        allowed.add("resolve_issue")
+    return frozenset(allowed)
+
+
 def _move(
     uow: UnitOfWork,
     clock: Clock,
@@ -315,7 +439,7 @@ def _move(
 
 def submit(uow: UnitOfWork, clock: Clock, actor: Actor, *, version_id: str) -> Version:
     version = get(uow, actor, version_id=version_id)
-    _require(actor, Role.DEVELOPER, Role.STORE_ADMIN, action="submit a version for review")
+    _may(actor, "submit", action="submit a version for review")
     latest = latest_run(uow, version.id)
     if version.status is VersionStatus.DRAFT and (
         latest is None or latest.status is not RunStatus.PASSED
@@ -332,7 +456,7 @@ def submit(uow: UnitOfWork, clock: Clock, actor: Actor, *, version_id: str) -> V
 
 def approve(uow: UnitOfWork, clock: Clock, actor: Actor, *, version_id: str) -> Version:
     version = get(uow, actor, version_id=version_id)
-    _require(actor, *STAFF, action="approve versions")
+    _may(actor, "approve", action="approve versions")
     return _move(
         uow, clock, actor, version, "approve", (VersionStatus.IN_REVIEW,), VersionStatus.APPROVED
     )
@@ -340,7 +464,7 @@ def approve(uow: UnitOfWork, clock: Clock, actor: Actor, *, version_id: str) -> 
 
 def reject(uow: UnitOfWork, clock: Clock, actor: Actor, *, version_id: str, reason: str) -> Version:
     version = get(uow, actor, version_id=version_id)
-    _require(actor, *STAFF, action="reject versions")
+    _may(actor, "reject", action="reject versions")
     reason = _bounded(reason, MAX_REASON, "reason")
     if not reason:
         raise errors.InvalidField("A rejection needs a reason.", field="reason")
@@ -400,7 +524,7 @@ def release(
     countries they share with it (when its vehicle contexts cover theirs), and a version left
     with no country is superseded."""
     version = get(uow, actor, version_id=version_id)
-    _require(actor, Role.STORE_ADMIN, action="release versions")
+    _may(actor, "release", action="release versions")
     target = _clean_targets(countries, vehicle_contexts)
     updated = _move(
         uow,
@@ -462,7 +586,7 @@ def set_rollout(
     uow: UnitOfWork, clock: Clock, actor: Actor, *, version_id: str, percentage: int
 ) -> Version:
     version = get(uow, actor, version_id=version_id)
-    _require(actor, Role.STORE_ADMIN, action="change rollouts")
+    _may(actor, "rollout", action="change rollouts")
     if version.status is not VersionStatus.LIVE:
         raise VersionTransitionNotAllowed("Only a live version has a rollout.")
     if _check_percentage(percentage) <= version.rollout_percentage:
@@ -485,7 +609,7 @@ def set_rollout(
 
 def halt(uow: UnitOfWork, clock: Clock, actor: Actor, *, version_id: str) -> Version:
     version = get(uow, actor, version_id=version_id)
-    _require(actor, Role.STORE_ADMIN, action="halt rollouts")
+    _may(actor, "halt", action="halt rollouts")
     if version.rollout_halted:
         raise VersionTransitionNotAllowed("The rollout is already halted.")
     return _move(
@@ -502,7 +626,7 @@ def halt(uow: UnitOfWork, clock: Clock, actor: Actor, *, version_id: str) -> Ver
 
 def resume(uow: UnitOfWork, clock: Clock, actor: Actor, *, version_id: str) -> Version:
     version = get(uow, actor, version_id=version_id)
-    _require(actor, Role.STORE_ADMIN, action="resume rollouts")
+    _may(actor, "resume", action="resume rollouts")
     if not version.rollout_halted:
         raise VersionTransitionNotAllowed("The rollout is not halted.")
     return _move(
@@ -521,7 +645,7 @@ def withdraw(
     uow: UnitOfWork, clock: Clock, actor: Actor, *, version_id: str, reason: str = ""
 ) -> Version:
     version = get(uow, actor, version_id=version_id)
-    _require(actor, Role.STORE_ADMIN, action="withdraw versions")
+    _may(actor, "withdraw", action="withdraw versions")
     reason = _bounded(reason, MAX_REASON, "reason")
     return _move(
         uow,
@@ -541,7 +665,7 @@ def file_issue(
     uow: UnitOfWork, clock: Clock, actor: Actor, *, version_id: str, title: str, severity: str
 ) -> StoreIssue:
     version = get(uow, actor, version_id=version_id)
-    _require(actor, *STAFF, action="file issues")
+    _may(actor, "file_issue", action="file issues")
     if version.status is not VersionStatus.LIVE:
         raise VersionTransitionNotAllowed("Issues are filed against live versions.")
     title = _bounded(title, MAX_TITLE, "title")
@@ -579,7 +703,7 @@ def resolve_issue(uow: UnitOfWork, clock: Clock, actor: Actor, *, issue_id: str)
     if issue is None:
         raise errors.NotFound(f"Issue {issue_id} not found.")
     version = get(uow, actor, version_id=issue.version_id)
-    _require(actor, *STAFF, action="resolve issues")
+    _may(actor, "resolve_issue", action="resolve issues")
     if issue.status is IssueStatus.RESOLVED:
         raise VersionTransitionNotAllowed("The issue is already resolved.")
     resolved = replace(issue, status=IssueStatus.RESOLVED, resolved_at=clock.now())

@@ -13,8 +13,17 @@ from fastapi import Depends, FastAPI, Request, Response
 from pydantic import BaseModel, Field
 
 from appyard import errors
-from appyard.api.kit import ApiError, Dialect, Svc, authenticator, bearer
-from appyard.core import apps, identity, notifications, payloads, users, versions, webhooks
+from appyard.api.kit import ApiError, Dialect, Svc, authenticator, bearer, error_response
+from appyard.core import (
+    apps,
+    identity,
+    notifications,
+    payloads,
+    throttle,
+    users,
+    versions,
+    webhooks,
+)
 from appyard.core.identity import AnyCredential, SessionCredential, parse_key_pair
 from appyard.core.models import (
     Actor,
@@ -136,10 +145,26 @@ def issue_body(i: StoreIssue) -> dict[str, Any]:
 
 
 def routes(app: FastAPI) -> None:
-    @app.post("/auth/login")
-    def login(body: Login, response: Response, svc: Svc) -> dict[str, Any]:
-        with svc.transaction() as uow:
-            user, token = users.login(uow, svc.clock, email=body.email, password=body.password)
+    from appyard.api.native import install_links  # (it reads Caller from this module)
+
+    install_links.routes(app)  # install links and their downloads
+
+    @app.post("/auth/login", response_model=None)
+    def login(
+        body: Login, request: Request, response: Response, svc: Svc
+    ) -> dict[str, Any] | Response:
+        """Failed sign-ins are throttled per account and per client address: 429 with
+        ``Retry-After`` while locked (core/throttle.py)."""
+        address = request.client.host if request.client else ""
+        try:
+            user, token = users.sign_in(
+                svc, email=body.email, password=body.password, address=address
+            )
+        except throttle.SignInThrottled as exc:
+            wait = str(exc.details.get("retry_after", 1))
+            return error_response(
+                API, ApiError(429, exc.code, exc.message, dict(exc.details)), {"Retry-After": wait}
+            )
         response.set_cookie(
             SESSION_COOKIE,
             token,

@@ -375,3 +375,44 @@ webhook_deliveries = Table(
     Column("latency_ms", Integer),
     Column("error", Text),
 )
+
+# --- 0007: install links, their downloads, sign-in throttling -----------------------------------
+
+install_links = Table(
+    "install_links",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False),
+    Column("build_id", String(20), ForeignKey("builds.id"), nullable=False, index=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("sealed_token", LargeBinary, nullable=False),
+    Column("created_by", String(100), nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("expires_at", TS, nullable=False),
+    Column("revoked_at", TS),
+    Column("revoked_by", String(100)),
+)
+
+install_downloads = Table(
+    "install_downloads",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False),
+    Column("build_id", String(20), ForeignKey("builds.id"), nullable=False),
+    Column("link_id", String(40), ForeignKey("install_links.id"), nullable=False, index=True),
+    Column("at", TS, nullable=False),
+    Column("client_address", String(64), nullable=False),
+    Column("user_agent", String(500), nullable=False),
+    Column("file", String(20), nullable=False),
+    Index(None, "build_id", "at"),
+)
+
+sign_in_throttle = Table(
+    "sign_in_throttle",
+    metadata,
+    Column("key", String(100), primary_key=True),
+    Column("failures", Integer, nullable=False),
+    Column("first_at", TS, nullable=False),
+    Column("locked_until", TS),
+    Index(None, "first_at"),
+)

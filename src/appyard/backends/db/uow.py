@@ -23,12 +23,14 @@ from appyard.backends.db.repos.going_out import (
     WebhookRepo,
 )
 from appyard.backends.db.repos.jobs import JobRepo, OutboxRepo
+from appyard.backends.db.repos.sharing import InstallDownloadRepo, InstallLinkRepo
 from appyard.backends.db.repos.signing import SigningKeyRepo
 from appyard.backends.db.repos.store import EventRepo, IssueRepo, RunRepo, VersionRepo
 from appyard.backends.db.repos.tenancy import (
     SequenceRepo,
     SessionRepo,
     TenantRepo,
+    ThrottleRepo,
     TokenRepo,
     UserRepo,
 )
@@ -68,6 +70,9 @@ class SqlUnitOfWork:
         self.mail_deliveries: ports.MailDeliveryRepo = MailDeliveryRepo(conn)
         self.webhooks: ports.WebhookRepo = WebhookRepo(conn)
         self.webhook_deliveries: ports.WebhookDeliveryRepo = WebhookDeliveryRepo(conn)
+        self.install_links: ports.InstallLinkRepo = InstallLinkRepo(conn)
+        self.install_downloads: ports.InstallDownloadRepo = InstallDownloadRepo(conn)
+        self.sign_in_throttle: ports.ThrottleRepo = ThrottleRepo(conn)
 
     def commit(self) -> None:
         self.conn.commit()

@@ -151,6 +151,33 @@ class BuildRepo(Repo):
         row = self.conn.execute(q).first()
         return to_obj(Build, row) if row else None
 
+    def list_for_app(self, app_id: str, offset: int, limit: int) -> list[Build]:
+        q = (
+            select(t.builds)
+            .where(t.builds.c.app_id == app_id)
+            .order_by(t.builds.c.number.desc())
+            .offset(offset)
+            .limit(limit)
+        )
+        return [to_obj(Build, r) for r in self.conn.execute(q)]
+
+    def count_for_app(self, app_id: str) -> int:
+        q = select(func.count()).where(t.builds.c.app_id == app_id)
+        return int(self.conn.execute(q).scalar_one())
+
+    def recent(self, tenant_id: str, limit: int) -> list[Build]:
+        q = (
+            select(t.builds)
+            .where(t.builds.c.tenant_id == tenant_id)
+            .order_by(t.builds.c.number.desc())
+            .limit(limit)
+        )
+        return [to_obj(Build, r) for r in self.conn.execute(q)]
+
+    def with_number(self, number: int) -> list[Build]:
+        q = select(t.builds).where(t.builds.c.number == number).order_by(t.builds.c.tenant_id)
+        return [to_obj(Build, r) for r in self.conn.execute(q)]
+
     def detach_app(self, app_id: str) -> None:
         self.conn.execute(update(t.builds).where(t.builds.c.app_id == app_id).values(app_id=None))
 

@@ -209,3 +209,23 @@ class OutboxRepo(Repo):
             )
             for r in self.conn.execute(q.order_by(t.outbox.c.id))
         ]
+
+    def recent(
+        self, *, tenant_id: str | None, limit: int, topic_prefix: str | None = None
+    ) -> list[Event]:
+        q = select(t.outbox).where(t.outbox.c.kind == "event")
+        if tenant_id is not None:
+            q = q.where(t.outbox.c.tenant_id == tenant_id)
+        if topic_prefix is not None:
+            q = q.where(t.outbox.c.topic.startswith(topic_prefix, autoescape=True))
+        return [
+            Event(
+                id=r.id,
+                topic=r.topic,
+                tenant_id=r.tenant_id,
+                subject_id=r.subject_id,
+                at=aware(r.created_at) or r.created_at,
+                data=r.data or {},
+            )
+            for r in self.conn.execute(q.order_by(t.outbox.c.id.desc()).limit(limit))
+        ]

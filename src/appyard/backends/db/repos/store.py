@@ -33,6 +33,17 @@ class VersionRepo(Repo):
         rows = self.conn.execute(q.order_by(t.versions.c.version_code))
         return [to_obj(Version, r) for r in rows]
 
+    def listing(
+        self, *, tenant_id: str | None, statuses: tuple[str, ...] | None, limit: int
+    ) -> list[Version]:
+        q = select(t.versions)
+        if tenant_id is not None:
+            q = q.where(t.versions.c.tenant_id == tenant_id)
+        if statuses is not None:
+            q = q.where(t.versions.c.status.in_(list(statuses)))
+        q = q.order_by(t.versions.c.updated_at.desc(), t.versions.c.id).limit(limit)
+        return [to_obj(Version, r) for r in self.conn.execute(q)]
+
 
 class RunRepo(Repo):
     table = t.validation_runs

@@ -8,9 +8,10 @@ from datetime import datetime
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from appyard import errors
 from appyard.backends.db import tables as t
 from appyard.backends.db.rows import Repo, to_obj, to_row
-from appyard.core.models import LimitOverrides, Plan, Tenant, Token, TokenKind, User
+from appyard.core.models import LimitOverrides, Plan, Tenant, Throttle, Token, TokenKind, User
 
 
 class TenantRepo(Repo):
@@ -83,6 +84,9 @@ class TokenRepo(Repo):
             update(t.tokens).where(t.tokens.c.id == token_id).values(scopes=list(scopes))
         )
 
+    def delete(self, token_id: str) -> None:
+        self.conn.execute(delete(t.tokens).where(t.tokens.c.id == token_id))
+
 
 class UserRepo(Repo):
     table = t.users
@@ -129,6 +133,42 @@ class SessionRepo(Repo):
 
     def delete(self, token_hash: str) -> None:
         self.conn.execute(delete(t.sessions).where(t.sessions.c.token_hash == token_hash))
+
+
+class ThrottleRepo(Repo):
+    """Failed sign-in counters (core/throttle.py)."""
+
+    table = t.sign_in_throttle
+
+    def get(self, key: str) -> Throttle | None:
+        row = self._one(t.sign_in_throttle.c.key == key)
+        return to_obj(Throttle, row) if row else None
+
+    def put(self, state: Throttle) -> None:
+        values = to_row(state)
+        done = self.conn.execute(
+            update(t.sign_in_throttle).where(t.sign_in_throttle.c.key == state.key).values(**values)
+        )
+        if done.rowcount == 0:
+            try:
+                self._insert(values)
+            except errors.Conflict:  # a concurrent failure made the row: count on it
+                self.conn.execute(
+                    update(t.sign_in_throttle)
+                    .where(t.sign_in_throttle.c.key == state.key)
+                    .values(**values)
+                )
+
+    def delete(self, key: str) -> None:
+        self.conn.execute(delete(t.sign_in_throttle).where(t.sign_in_throttle.c.key == key))
+
+    def prune(self, before: datetime) -> None:
+        c = t.sign_in_throttle.c
+        self.conn.execute(
+            delete(t.sign_in_throttle).where(
+                c.first_at < before, (c.locked_until.is_(None)) | (c.locked_until < before)
+            )
+        )
 
 
 class SequenceRepo(Repo):
