@@ -14,7 +14,7 @@ import pytest
 
 from appyard.errors import ArtifactTooLarge, InvalidArtifact
 from appyard.inspect.aab import inspect_aab
-from appyard.inspect.apk import MAX_MANIFEST_BYTES, inspect_apk
+from appyard.inspect.apk import MAX_APK_ENTRIES, MAX_MANIFEST_BYTES, inspect_apk
 from appyard.inspect.archive import MAX_ENTRIES
 from appyard.signing.zipmeta import MAX_RATIO
 from tests.inspect.conftest import E, bounded, load_fixture, make_axml, manifest
@@ -150,8 +150,9 @@ def test_truncated_apks_and_bundles_are_refused(tmp_path: Path, keep: float) -> 
         assert reason(refused(path, aab=aab)) == "not_a_zip"
 
 
+@pytest.mark.parametrize(("aab", "bound"), [(False, MAX_APK_ENTRIES), (True, MAX_ENTRIES)])
 def test_an_end_record_declaring_too_many_entries_is_refused_before_reading(
-    tmp_path: Path,
+    tmp_path: Path, aab: bool, bound: int
 ) -> None:
     path = write_zip(tmp_path / "count.apk", [("AndroidManifest.xml", MANIFEST)])
     data = bytearray(path.read_bytes())
@@ -164,9 +165,10 @@ def test_an_end_record_declaring_too_many_entries_is_refused_before_reading(
     end = bytearray(data[eocd:])
     struct.pack_into("<HHI", end, 8, 0xFFFF, 0xFFFF, 0xFFFFFFFF)
     path.write_bytes(bytes(data[:eocd]) + zip64 + locator + bytes(end))
-    err = refused(path)
+    err = refused(path, aab=aab)
     assert reason(err) == "too_many_entries"
-    assert f"at most {MAX_ENTRIES}" in err.message
+    assert f"at most {bound} are accepted" in err.message
+    assert ("ZIP64" in err.message) is not aab  # an APK is never ZIP64 (apksigner refuses it)
 
 
 def test_an_end_record_declaring_a_huge_directory_is_refused(tmp_path: Path) -> None:

@@ -41,6 +41,9 @@ RESOURCES = "resources.arsc"
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 MAX_RESOURCES_BYTES = 64 * 1024 * 1024
 ALIGNMENT = 4
+# An APK is never ZIP64: apksigner refuses ZIP64 archives, so it cannot be signed or verified.
+MAX_APK_ENTRIES = 0xFFFF
+APK_ENTRIES_WHY = " (more needs ZIP64, which apksigner and the signing schemes do not support)"
 SO_PAGE_16K = 16384
 SO_PAGE_4K = 4096
 
@@ -91,7 +94,7 @@ class _ApkFiles(IconFiles):
 
 def inspect_apk(path: str | os.PathLike[str], *, verify_signatures: bool = True) -> ApkFacts:
     """Read the facts of the APK at ``path``; raise InvalidArtifact when it is not one."""
-    with SafeZip(path, kind="APK") as zf:
+    with SafeZip(path, kind="APK", max_entries=MAX_APK_ENTRIES, why=APK_ENTRIES_WHY) as zf:
         if MANIFEST not in zf:
             raise InvalidArtifact(
                 "The APK has no AndroidManifest.xml; it is not an Android app package.",

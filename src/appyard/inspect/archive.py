@@ -84,9 +84,17 @@ def _directory_size(fh: BinaryIO) -> tuple[int, int] | None:
 class SafeZip:
     """Read-only, bounded access to a zip archive on disk."""
 
-    def __init__(self, path: str | os.PathLike[str], *, kind: str = "archive") -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        kind: str = "archive",
+        max_entries: int = MAX_ENTRIES,
+        why: str = "",
+    ) -> None:
         self.path = Path(path)
         self.kind = kind
+        self.max_entries, self._why = max_entries, why
         self._fh: BinaryIO | None = None
         try:
             self._fh = open(self.path, "rb")
@@ -109,12 +117,8 @@ class SafeZip:
             raise InvalidArtifact(
                 f"The {kind} is not a readable zip archive ({exc}).", reason="not_a_zip"
             ) from None
-        if len(infos) > MAX_ENTRIES:
-            self.close()
-            raise InvalidArtifact(
-                f"The {kind} has {len(infos)} entries; at most {MAX_ENTRIES} are accepted.",
-                reason="too_many_entries",
-            )
+        if len(infos) > max_entries:
+            self._refuse_large_directory(len(infos), 0)
         self._infos: dict[str, zipfile.ZipInfo] = {}
         for info in infos:
             if _bad_name(info.filename):
@@ -132,10 +136,11 @@ class SafeZip:
             self._infos[info.filename] = info
 
     def _refuse_large_directory(self, entries: int, cd_size: int) -> None:
-        if entries > MAX_ENTRIES:
+        if entries > self.max_entries:
             self.close()
             raise InvalidArtifact(
-                f"The {self.kind} has {entries} entries; at most {MAX_ENTRIES} are accepted.",
+                f"The {self.kind} has {entries} entries; at most {self.max_entries} are "
+                f"accepted{self._why}.",
                 reason="too_many_entries",
             )
         if cd_size > MAX_CENTRAL_DIRECTORY_BYTES:
@@ -212,6 +217,11 @@ class SafeZip:
             )
         total = 0
         compressed = max(info.compress_size, 1)
+        try:
+            check_ratio(f"The {self.kind} entry {name!r}", info.file_size, compressed)  # declared
+        except ArtifactTooLarge:
+            fh.close()
+            raise
         try:
             with fh:
                 while True:
