@@ -441,7 +441,7 @@ def test_upload_poll_download(
     assert isinstance(build["end_time"], int) and build["end_time"] >= build["start_time"]
     assert build["version"] == "production" and build["platform"] == "android"
     assert build["name"] == "app-release.apk"
-    assert build["success"] is True and build["status_message"] == "Complete"
+    assert build["success"] is True and build["status_message"] == "Complete (unsigned)"
     assert build["signed"] is False and build["deleted"] is False
     assert build["error_message"] is None and build["signing_error_message"] is None
     assert build["signing_key_id"] is None and build["signing_key_name"] is None

@@ -84,7 +84,7 @@ def _status_message(build: Build) -> str:
     if build.deleted:
         return "Deleted"
     if build.status is BuildStatus.COMPLETED:
-        return "Complete"
+        return "Complete" if build.signed else "Complete (unsigned)"
     if build.status is BuildStatus.FAILED:
         return f"Failed: {build.error_message}" if build.error_message else "Failed"
     return build.progress.value
