@@ -160,6 +160,35 @@ def list_apps(uow: UnitOfWork, actor: Actor) -> list[AppSummary]:
     ]
 
 
+ICON_MAX_BYTES = 1024 * 1024  # a launcher icon larger than this is not kept
+
+
+def icon_key(build: Build) -> str:
+    """Where the launcher icon read from a build's artifact is kept (a PNG)."""
+    return f"{build.tenant_id}/icons/{build.platform.value}/{build.number}.png"
+
+
+def label_of(build: Build | None) -> str | None:
+    """The app's label as its artifact names it: Android's application label, iOS's
+    CFBundleDisplayName (else CFBundleName); None before the build was inspected."""
+    facts = build.facts if build is not None else None
+    if not facts:
+        return None
+    manifest = facts.get("manifest")
+    label = manifest.get("label") if isinstance(manifest, dict) else None
+    label = label or facts.get("display_name") or facts.get("bundle_name")
+    return str(label) if label else None
+
+
+def icon_request(store: BlobStore, build: Build | None, *, expires_in: int) -> SignedRequest | None:
+    """A signed, expiring GET of the build's launcher icon; None when it has none."""
+    if build is None or build.deleted or not build.facts or not build.facts.get("icon"):
+        return None
+    if build.facts["icon"].get("stored") is not True:
+        return None
+    return store.presign_get(icon_key(build), file_name="icon.png", expires_in=expires_in)
+
+
 def get(uow: UnitOfWork, actor: Actor, *, app_id: str) -> App:
     app = uow.apps.get(app_id)
     if app is None or app.tenant_id != actor.tenant:

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from appyard import errors
-from appyard.core import controls, identity, jobs, outbox, signing_keys, tenants, uploads
+from appyard.core import apps, controls, identity, jobs, outbox, signing_keys, tenants, uploads
 from appyard.core.context import Services
 from appyard.core.ids import new_id
 from appyard.core.models import (
@@ -479,7 +479,7 @@ def delete(svc: Services, uow: UnitOfWork, actor: Actor, *, build_id: str) -> Bu
         raise BuildInStore(f"Build {build.number} backs a store version and cannot be deleted.")
     deleted = replace(build, deleted=True, output_key=None, updated_at=svc.clock.now())
     uow.builds.save(deleted)
-    for key in (build.output_key, build.source_key):
+    for key in (build.output_key, build.source_key, apps.icon_key(build)):
         if key:
             svc.store.delete(key)
     outbox.emit(uow, svc.clock, "build.deleted", tenant_id=build.tenant_id, subject_id=build.id)

@@ -179,6 +179,16 @@ class BuildJob:
 
     # -- the stages every kind shares -----------------------------------------------------------
 
+    def _facts_with_icon(self, build: Build, facts: Any) -> Any:
+        """The facts as JSON; the launcher icon's PNG is kept beside them in the store (the
+        management API shows it as the application's image)."""
+        doc = _jsonable(facts)
+        png = _icon_png(facts)
+        if png is not None and isinstance(doc.get("icon"), dict):
+            self.s.store.write(apps.icon_key(build), [png])
+            doc["icon"]["stored"] = True
+        return doc
+
     def download_and_inspect(self, tmp: Path) -> Inspected:
         build = self._build()
         kind = build.file_name.rsplit(".", 1)[1]
@@ -233,12 +243,18 @@ class BuildJob:
                     identifier=found.identifier,
                     version_code=found.version_code,
                     version_name=found.version_name,
-                    facts=_jsonable(facts),
+                    facts=self._facts_with_icon(build, facts),
                 )
                 uow.commit()
         return Inspected(
             build=build, kind=kind, source=source, facts=facts, enabled=enabled, findings=findings
         )
+
+
+def _icon_png(facts: Any) -> bytes | None:
+    icon = getattr(facts, "icon", None)
+    png = getattr(icon, "png", None)
+    return png if isinstance(png, bytes) and 0 < len(png) <= apps.ICON_MAX_BYTES else None
 
 
 def _gone(app_id: str | None) -> Any:
