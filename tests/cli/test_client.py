@@ -262,3 +262,38 @@ def test_inspect_writes_ci_reports_for_a_local_file(tmp_path: Path, fmt: str) ->
         }
         assert "debuggable" in failed
         assert int(suite.get("tests", "0")) == len(suite.findall("testcase"))
+
+
+def test_an_interrupted_single_put_is_aborted_and_sent_again(cli: Cli, tmp_path: Path) -> None:
+    """A single PUT cannot resume: the run after an interruption ends the old build (its
+    slot freed) and uploads the file as a new one."""
+    shutil.copyfile(RELEASE_APK, tmp_path / "app.apk")
+    size = (tmp_path / "app.apk").stat().st_size
+    api = httpx.Client(
+        base_url=cli.server.url, headers={"Authorization": f"Bearer {cli.server.key}"}
+    )
+    ticket = api.post(
+        "/automate/upload",
+        json={
+            "file_name": "app.apk",
+            "platform": "android",
+            "version": "production",
+            "file_size": size,
+        },
+    ).json()
+    # what the interrupted run left in the config directory (its bytes never arrived)
+    digest = hashlib.sha256((tmp_path / "app.apk").read_bytes()).hexdigest()
+    state = cli.home / "appyard" / "uploads" / f"{digest}.json"
+    state.parent.mkdir(parents=True)
+    state.write_text(json.dumps({
+        "server": cli.server.url, "version": "production", "signing_key": None,
+        "job_id": ticket["job_id"], "file_path": ticket["file_path"], "upload_id": None,
+        "multipart": False, "file_size": size,
+    }))  # fmt: skip
+    r = cli.run("upload", "app.apk", "--wait", "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["job_id"] != ticket["job_id"]
+    old = api.get(f"/appyard/v1/builds/{ticket['job_id']}").json()
+    assert old["status"] == "failed" and "aborted" in old["error_message"]
+    assert not state.exists()
+    api.close()

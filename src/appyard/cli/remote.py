@@ -378,6 +378,17 @@ def upload(
         request["signing_key_id"] = signing_key
     ticket = server.call("POST", "/automate/upload", body=request, idempotent=False)
     job_id = str(ticket["job_id"])
+    record = {
+        "server": server.url,
+        "version": version,
+        "signing_key": signing_key,
+        "job_id": job_id,
+        "file_path": ticket["file_path"],
+        "upload_id": ticket.get("upload_id"),
+        "multipart": bool(ticket.get("multipart")),
+        "file_size": size,
+    }
+    state.save(record)
     if not ticket.get("multipart"):
         say(f"upload: job {job_id}, one PUT of {size} bytes")
         mark = meter.done
@@ -392,20 +403,8 @@ def upload(
             what="the file",
             on_retry=rewind,
         )
+        state.clear()
         return Uploaded(job_id=job_id, file_path=ticket["file_path"], multipart=False)
-    state.save(
-        {
-            "server": server.url,
-            "version": version,
-            "signing_key": signing_key,
-            "job_id": job_id,
-            "file_path": ticket["file_path"],
-            "upload_id": ticket["upload_id"],
-            "chunk_size": ticket["chunk_size"],
-            "total_parts": ticket["total_parts"],
-            "file_size": size,
-        }
-    )
     urls = {n + 1: url for n, url in enumerate(ticket["part_urls"])}
     say(
         f"upload: job {job_id}, {ticket['total_parts']} parts of {ticket['chunk_size']} bytes, "
@@ -447,9 +446,24 @@ def _resume(
     if seen["state"] == "received":  # completed before the interruption
         state.clear()
         say(f"upload: job {job_id} was already uploaded")
-        return Uploaded(job_id=job_id, file_path=seen["file_path"], multipart=True, resumed=True)
+        return Uploaded(
+            job_id=job_id,
+            file_path=seen["file_path"],
+            multipart=bool(seen["multipart"]),
+            resumed=True,
+        )
     if seen["state"] != "pending":
         say(f"upload: the earlier upload of job {job_id} is {seen['state']}; starting again")
+        return None
+    if not seen["multipart"]:
+        # a single PUT cannot be resumed: end the old build (freeing its slot) and send anew
+        server.call(
+            "POST",
+            "/automate/upload/abort",
+            body={"file_path": seen["file_path"]},
+            idempotent=False,
+        )
+        say(f"upload: the interrupted single upload of job {job_id} was aborted; sending again")
         return None
     size = path.stat().st_size
     chunk = int(seen["chunk_size"])
