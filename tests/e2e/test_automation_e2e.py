@@ -97,6 +97,7 @@ def test_multipart_upload_of_100_mb_or_more(server: Server, tmp_path: Path) -> N
         "release",
         "--password-env",
         "KEYSTORE_PASSWORD",
+        "--default",  # in place of the key the first start made
         "--json",
         env={"KEYSTORE_PASSWORD": "fixture-release"},
     )

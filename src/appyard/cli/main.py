@@ -89,11 +89,11 @@ def _bootstrap(ctx: typer.Context) -> None:
             name=FIRST_KEY_NAME,
             created_by="first start",
         )
-    data_dir = runtime.settings.data_dir
+    data_dir = runtime.settings.data_dir.resolve()
     console.print(f"First tenant: [bold]{tenant.name}[/bold] ({tenant.plan.value} plan)")
     console.print("Automation key (shown once, store it now):")
     typer.echo(f"  export APPTEGO_API_KEY={issued.raw}")
-    typer.echo(f"  export APPYARD_TOKEN={issued.raw}    # what `appyard upload` reads")
+    typer.echo('  export APPYARD_TOKEN="$APPTEGO_API_KEY"    # what `appyard upload` reads')
     fingerprint = ":".join(
         (key.cert_sha256 or "")[i : i + 2].upper() for i in range(0, len(key.cert_sha256 or ""), 2)
     )
