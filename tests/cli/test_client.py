@@ -297,3 +297,45 @@ def test_an_interrupted_single_put_is_aborted_and_sent_again(cli: Cli, tmp_path:
     assert old["status"] == "failed" and "aborted" in old["error_message"]
     assert not state.exists()
     api.close()
+
+
+def test_progress_is_a_bar_on_a_terminal_plain_lines_otherwise_and_nothing_when_quiet(
+    cli: Cli, tmp_path: Path
+) -> None:
+    import pty
+
+    shutil.copyfile(RELEASE_APK, tmp_path / "app.apk")
+    plain = cli.run("upload", "app.apk", cwd=tmp_path)  # stderr is a pipe here, as in CI
+    assert plain.returncode == 0, plain.stderr
+    assert re.search(
+        r"upload app\.apk: [\d.]+ MiB of [\d.]+ MiB \(100%\), [\d.]+ MiB/s", plain.stderr
+    )
+    assert "━" not in plain.stderr
+
+    quiet = cli.run("upload", "app.apk", "--quiet", cwd=tmp_path)
+    assert quiet.returncode == 0 and quiet.stderr == ""
+
+    leader, follower = pty.openpty()  # a terminal: rich draws its bar with bytes and speed
+    proc = subprocess.Popen(
+        [*APPYARD, "upload", "app.apk"],
+        cwd=tmp_path,
+        env={**cli.env, "TERM": "xterm", "COLUMNS": "120"},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=follower,
+    )
+    os.close(follower)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the terminal closed with the process
+            break
+        if not chunk:
+            break
+        seen += chunk
+    assert proc.wait(60) == 0
+    os.close(leader)
+    text = seen.decode("utf-8", "replace")
+    assert "━" in text and "upload app.apk" in text and "8.7/8.7 kB" in text  # bytes done/total
+    assert_no_secrets(cli, text)
