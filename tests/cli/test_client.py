@@ -339,3 +339,77 @@ def test_progress_is_a_bar_on_a_terminal_plain_lines_otherwise_and_nothing_when_
     text = seen.decode("utf-8", "replace")
     assert "━" in text and "upload app.apk" in text and "8.7/8.7 kB" in text  # bytes done/total
     assert_no_secrets(cli, text)
+
+
+def test_a_download_whose_sha256_differs_is_refused(cli: Cli, tmp_path: Path) -> None:
+    shutil.copyfile(RELEASE_APK, tmp_path / "app.apk")
+    up = cli.run("upload", "app.apk", "--wait", "--json", cwd=tmp_path)
+    assert up.returncode == 0, up.stderr
+    job = json.loads(up.stdout)["job_id"]
+    # the stored output changes behind the server's back (a disk error, a tampered store)
+    blobs = cli.server.data_dir / "blobs" / "objects"
+    outputs = list(blobs.glob(f"*/outputs/android/production/{job}/*"))
+    assert len(outputs) == 1
+    data = bytearray(outputs[0].read_bytes())
+    data[-1] ^= 0xFF  # the zip comment's length: one byte changed
+    outputs[0].write_bytes(bytes(data))
+    r = cli.run("download", job, "-o", str(tmp_path / "out.apk"))
+    assert r.returncode == 1 and "differs from the server's" in r.stderr
+    assert not (tmp_path / "out.apk").exists()
+
+
+def test_store_puts_are_retried_with_backoff(tmp_path: Path) -> None:
+    """Transient answers of a store (503, a dropped connection) are retried; the bytes sent
+    again are the same; a refusal (403) is not retried."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from appyard.cli import remote
+
+    seen: list[tuple[str, int, bytes]] = []
+
+    class Flaky(BaseHTTPRequestHandler):
+        def do_PUT(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append((self.path, len(seen), body))
+            tries = sum(1 for p, _, _ in seen if p == self.path)
+            if self.path == "/refused":
+                self.send_response(403)
+                self.end_headers()
+            elif tries <= 2:
+                self.send_response(503)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+            else:
+                self.send_response(200)
+                self.send_header("ETag", '"abc"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            return
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    path = tmp_path / "part.bin"
+    path.write_bytes(os.urandom(3000))
+    said: list[str] = []
+    server = remote.Server(base, "ak_x:y", verbose=said.append, retry=remote.Retry(base=0.01))
+    try:
+        response = server.put(
+            f"{base}/part", remote.read_range(path, 1000, 1500, lambda n: None), 1500, what="p"
+        )
+        assert response.headers["etag"] == '"abc"'
+        bodies = [b for p, _, b in seen if p == "/part"]
+        assert len(bodies) == 3 and all(b == path.read_bytes()[1000:2500] for b in bodies)
+        assert sum("retrying" in line for line in said) == 2
+        with pytest.raises(remote.ClientError, match="refused"):
+            server.put(
+                f"{base}/refused", remote.read_range(path, 0, 10, lambda n: None), 10, what="p"
+            )
+        assert sum(1 for p, _, _ in seen if p == "/refused") == 1
+    finally:
+        server.close()
+        httpd.shutdown()
