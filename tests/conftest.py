@@ -52,6 +52,32 @@ def shared_path(*parts: str) -> Path:
     return path
 
 
+LOCAL_EXPECTED = FIXTURES / "expected-generated.json"
+
+
+def reference_truth() -> dict[str, dict[str, Any]]:
+    """What the reference tools (aapt, apksigner, jarsigner, ...) say about each fixture,
+    by file name: the committed generated artifacts' (tests/fixtures/expected-generated.json)
+    always, the third-party corpus's (../shared/fixtures/expected.json) when it is there."""
+    import json
+
+    truth: dict[str, dict[str, Any]] = {}
+    shared = SHARED / "fixtures" / "expected.json"
+    if shared.exists():
+        truth.update(json.loads(shared.read_text()))
+    truth.update(json.loads(LOCAL_EXPECTED.read_text()))
+    return truth
+
+
+def artifact(relative: str) -> Path:
+    """A fixture by its path in expected.json: ``generated/X`` is the committed
+    tests/fixtures/X (made by scripts/make-test-artifacts); ``thirdparty/X`` is in ../shared."""
+    folder, _, name = relative.partition("/")
+    if folder == "generated":
+        return FIXTURES / name
+    return shared_path("fixtures", *relative.split("/"))
+
+
 class FakeClock:
     def __init__(self) -> None:
         self.current = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -130,6 +156,33 @@ LOCAL_STORE_ONLY = {
     "test_multipart_upload_complete_and_abort": "256 KiB parts; S3 needs 5 MiB",
     "test_an_oversized_key_file_is_refused_at_the_url": "a presigned S3 PUT cannot cap its size",
 }
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """The run ends by saying, once, what it skipped and why (a count per reason), so a
+    contributor sees what a fresh clone or a machine without some tool did not prove."""
+    from collections import Counter
+
+    reasons: Counter[str] = Counter()
+    shared = (
+        "../shared is not beside the checkout: the third-party fixture corpus and the vendor "
+        "specs (extra cross-checks; the repository's own artifacts ran)"
+    )
+    for report in terminalreporter.stats.get("skipped", []):
+        longrepr = report.longrepr
+        reason = str(longrepr[2] if isinstance(longrepr, tuple) else longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        if not SHARED.exists() and (
+            "shared" in reason or "expected.json" in reason or "absent (tests/fixtures" in reason
+        ):
+            reason = shared
+        reasons[reason] += 1
+    if not reasons:
+        return
+    total = sum(reasons.values())
+    terminalreporter.section(f"skipped: {total} test(s), by reason")
+    for reason, count in sorted(reasons.items(), key=lambda item: (-item[1], item[0])):
+        terminalreporter.write_line(f"{count:5d}  {reason}")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

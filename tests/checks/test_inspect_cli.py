@@ -34,8 +34,8 @@ def test_a_clean_store_build_exits_0(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "0 blocking" in out
 
 
-def test_blocking_findings_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
-    assert run_inspect(real("very-capable-app.ipa"), as_json=False, now=NOW) == 1
+def test_blocking_findings_exit_3(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_inspect(real("very-capable-app.ipa"), as_json=False, now=NOW) == 3
     captured = capsys.readouterr()
     assert "provisioning_profile_expired" in captured.out
     assert "get_task_allow" in captured.out
@@ -49,16 +49,16 @@ def test_the_configuration_version_changes_the_verdict(
     before_expiry = datetime(2019, 1, 1, tzinfo=UTC)
     path = real("very-capable-app.ipa")
     assert run_inspect(path, as_json=False, version="development", now=before_expiry) == 0
-    assert run_inspect(path, as_json=False, version="production", now=before_expiry) == 1
+    assert run_inspect(path, as_json=False, version="production", now=before_expiry) == 3
     capsys.readouterr()
 
 
-def test_an_invalid_artifact_exits_2_with_a_message_on_stderr(
+def test_an_invalid_artifact_exits_1_with_a_message_on_stderr(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "broken.ipa"
     path.write_bytes(b"this is not a zip")
-    assert run_inspect(path, as_json=False) == 2
+    assert run_inspect(path, as_json=False) == 1
     captured = capsys.readouterr()
     assert captured.out == ""
     assert "broken.ipa is not a valid artifact" in captured.err
@@ -69,24 +69,24 @@ def test_an_invalid_artifact_with_json_also_prints_an_error_document(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = built(tmp_path, info_bytes=b"<plist><array>")
-    assert run_inspect(path, as_json=True) == 2
+    assert run_inspect(path, as_json=True) == 1
     captured = capsys.readouterr()
     doc = json.loads(captured.out)
     assert doc["schema"] == SCHEMA
-    assert doc["exit_code"] == 2
+    assert doc["exit_code"] == 1
     assert doc["error"]["code"] == "artifact.invalid"
     assert doc["error"]["reason"] == "bad_plist"
     assert "Info.plist" in captured.err
 
 
-@pytest.mark.parametrize("name", ["missing.ipa", "notes.txt"])
-def test_missing_files_and_unknown_kinds_exit_2(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
+@pytest.mark.parametrize(("name", "code"), [("missing.ipa", 2), ("notes.txt", 1)])
+def test_a_missing_file_is_a_usage_error_and_an_unknown_kind_invalid(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, code: int
 ) -> None:
     path = tmp_path / name
     if name.endswith(".txt"):
         path.write_text("hello")
-    assert run_inspect(path, as_json=False) == 2
+    assert run_inspect(path, as_json=False) == code
     err = capsys.readouterr().err
     assert name in err or "Unknown artifact kind" in err
 
@@ -100,7 +100,7 @@ def test_the_json_document_is_stable(tmp_path: Path, capsys: pytest.CaptureFixtu
     profile = make_profile(get_task_allow=True, expires=NOW + timedelta(days=10))
     icon = make_cgbi_png(5, 5, gradient_rgba(5, 5))
     path = built(tmp_path, profile=profile, icons={"AppIcon60x60@2x.png": icon})
-    assert run_inspect(path, as_json=True, now=NOW) == 1
+    assert run_inspect(path, as_json=True, now=NOW) == 3
     doc = json.loads(capsys.readouterr().out)
     assert list(doc) == [
         "schema", "file", "identity", "facts", "config", "findings", "summary", "exit_code",
@@ -141,7 +141,7 @@ def test_bytes_are_base64_with_the_flag(tmp_path: Path, capsys: pytest.CaptureFi
 
 
 def test_the_non_standard_layout_is_pointed_out(capsys: pytest.CaptureFixture[str]) -> None:
-    assert run_inspect(real("ContainsWatchApp.ipa"), as_json=False, now=NOW) == 1
+    assert run_inspect(real("ContainsWatchApp.ipa"), as_json=False, now=NOW) == 3
     out = capsys.readouterr().out
     assert "non-standard layout" in out
     assert "ContainsWatchApp/Payload/Sample.app/" in out
@@ -161,11 +161,11 @@ def test_a_release_apk_with_only_advice_exits_0(capsys: pytest.CaptureFixture[st
     assert "0 blocking, 2 warning" in out
 
 
-def test_a_debug_signed_apk_exits_1_in_production_only(
+def test_a_debug_signed_apk_exits_3_in_production_only(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     path = real("fixture-debug-signed.apk")
-    assert run_inspect(path, as_json=True) == 1
+    assert run_inspect(path, as_json=True) == 3
     doc = json.loads(capsys.readouterr().out)
     assert doc["identity"]["identifier"] == "org.appyard.fixture"
     assert doc["facts"]["signatures"]["signers"][0]["is_debug"] is True
@@ -177,6 +177,6 @@ def test_a_debug_signed_apk_exits_1_in_production_only(
     capsys.readouterr()
 
 
-def test_an_apk_without_manifest_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
-    assert run_inspect(real("empty-unsigned.apk"), as_json=False) == 2
+def test_an_apk_without_manifest_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_inspect(real("empty-unsigned.apk"), as_json=False) == 1
     assert "AndroidManifest.xml" in capsys.readouterr().err

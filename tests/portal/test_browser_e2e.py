@@ -283,5 +283,11 @@ def test_store_team_reviews_and_releases_a_version(
         "live": True,
         "targets": {"countries": ["DE", "AT"], "vehicle_contexts": []},
     }
-    native = httpx.get(f"{server.url}/appyard/v1/versions/{vid}", headers=ci).json()
+    session = httpx.post(
+        f"{server.url}/appyard/v1/auth/login",
+        json={"email": "admin@store.test", "password": PASSWORD},
+    ).json()["token"]
+    native = httpx.get(
+        f"{server.url}/appyard/v1/versions/{vid}", headers={"Authorization": f"Bearer {session}"}
+    ).json()
     assert native["rollout"] == {"percentage": 10, "halted": False}

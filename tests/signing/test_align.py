@@ -22,7 +22,7 @@ import pytest
 from appyard.errors import InvalidArtifact
 from appyard.signing.align import ALIGNMENT_EXTRA_ID, align_apk, check_alignment
 from appyard.signing.zipmeta import MalformedZip, NotAZip
-from tests.conftest import need, shared_path
+from tests.conftest import FIXTURES, need
 
 GENERATED_APKS = [
     "fixture-unsigned.apk",
@@ -112,7 +112,7 @@ def test_stored_entries_land_on_4_bytes_and_shared_objects_on_16_kib(tmp_path: P
 
 @pytest.mark.parametrize("name", GENERATED_APKS)
 def test_every_generated_fixture_aligns_and_keeps_its_content(name: str, tmp_path: Path) -> None:
-    src = shared_path("fixtures", "generated", name)
+    src = FIXTURES / name
 
     align_apk(src, tmp_path / name)
 
@@ -187,10 +187,10 @@ def test_entries_with_data_descriptors_are_copied_whole(tmp_path: Path) -> None:
 
 def test_signing_block_is_dropped_and_a_jar_signature_stays_valid(tmp_path: Path) -> None:
     need(shutil.which("apksigner") is not None, "apksigner is not installed")
-    src = shared_path("fixtures", "generated", "fixture-v1-only.apk")
+    src = FIXTURES / "fixture-v1-only.apk"
 
     align_apk(src, tmp_path / "out.apk")
-    signed = shared_path("fixtures", "generated", "fixture-release-v1v2v3.apk")
+    signed = FIXTURES / "fixture-release-v1v2v3.apk"
     align_apk(signed, tmp_path / "unblocked.apk")
 
     assert b"APK Sig Block 42" not in (tmp_path / "unblocked.apk").read_bytes()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import re
 import shutil
 import struct
@@ -21,6 +20,7 @@ import zipfile
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -39,7 +39,14 @@ from appyard.signing.sign import (
 )
 from appyard.signing.v1_sign import UnsupportedMinSdk
 from appyard.signing.verify import verify_apk, verify_jar
-from tests.conftest import SHARED, apk_with_large_assets, need, shared_path
+from tests.conftest import (
+    FIXTURES,
+    SHARED,
+    apk_with_large_assets,
+    artifact,
+    need,
+    reference_truth,
+)
 from tests.signing.test_align import assert_aligned
 from tests.signing.test_keystore import (
     KEY_TYPES,
@@ -136,12 +143,12 @@ def zipalign_ok(path: Path) -> bool:
 
 
 def fixture(rel: str) -> Path:
-    return shared_path("fixtures", *rel.split("/"))
+    return artifact(rel)
 
 
 @cache
-def expected_json() -> dict[str, dict[str, object]]:
-    return json.loads(shared_path("fixtures", "expected.json").read_text())  # type: ignore[no-any-return]
+def expected_json() -> dict[str, dict[str, Any]]:
+    return reference_truth()
 
 
 def reference_min_sdk(rel: str, tmp: Path) -> int | None:
@@ -297,7 +304,12 @@ def test_min_sdk_is_read_from_the_manifest_as_aapt_reads_it() -> None:
         aapt = entry.get("aapt")
         if entry.get("kind") != "apk" or not isinstance(aapt, dict) or not aapt.get("ok"):
             continue
-        path = SHARED / "fixtures" / str(entry["path"])
+        rel = str(entry["path"])
+        path = (
+            FIXTURES / rel.split("/")[-1]
+            if rel.startswith("generated/")
+            else SHARED / "fixtures" / rel
+        )
         if path.exists():
             assert min_sdk_of(path) == int(aapt.get("sdkVersion") or 1), name
             checked += 1

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from appyard.cli.sign_cmd import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, KeyOptions, run_sign
-from tests.conftest import need, shared_path
+from tests.conftest import FIXTURES, need, shared_path
 
 KEYS = Path(__file__).resolve().parents[1] / "fixtures" / "keys"
 
@@ -30,7 +30,7 @@ def release_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_signs_an_apk_with_schemes_chosen_from_its_min_sdk(
     release_env: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    src = shared_path("fixtures", "generated", "fixture-unsigned.apk")
+    src = FIXTURES / "fixture-unsigned.apk"
 
     status = run_sign(
         src,
@@ -49,7 +49,7 @@ def test_explicit_schemes_and_a_separate_key_password(
 ) -> None:
     monkeypatch.setenv("STORE_PW", "android")
     monkeypatch.setenv("KEY_PW", "android")
-    src = shared_path("fixtures", "generated", "fixture-unsigned.apk")
+    src = FIXTURES / "fixture-unsigned.apk"
 
     status = run_sign(
         src,
@@ -63,7 +63,7 @@ def test_explicit_schemes_and_a_separate_key_password(
 
 
 def test_signs_an_aab(release_env: None, tmp_path: Path) -> None:
-    src = shared_path("fixtures", "generated", "fixture-bundle.aab")
+    src = FIXTURES / "fixture-bundle.aab"
 
     status = run_sign(
         src,
@@ -85,7 +85,7 @@ def test_missing_password_variable_is_a_usage_error(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.delenv("NOPE_PW", raising=False)
-    src = shared_path("fixtures", "generated", "fixture-unsigned.apk")
+    src = FIXTURES / "fixture-unsigned.apk"
 
     status = run_sign(
         src,
@@ -103,7 +103,7 @@ def test_wrong_password_is_refused_without_printing_it(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("RELEASE_PW", "hunter2-wrong")
-    src = shared_path("fixtures", "generated", "fixture-unsigned.apk")
+    src = FIXTURES / "fixture-unsigned.apk"
 
     status = run_sign(
         src,
@@ -134,7 +134,7 @@ def test_bad_alias_or_scheme_says_why(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    src = shared_path("fixtures", "generated", "fixture-unsigned.apk")
+    src = FIXTURES / "fixture-unsigned.apk"
 
     assert (
         run_sign(

@@ -10,7 +10,6 @@ ERROR/WARNING lines (not when it died with a Java exception).
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from functools import cache
@@ -42,17 +41,16 @@ def _need(condition: bool, reason: str) -> None:
 
 @cache
 def expected() -> dict[str, dict[str, Any]]:
-    path = SHARED_FIXTURES / "expected.json"
-    if not path.exists():
-        return {}
-    data: dict[str, dict[str, Any]] = json.loads(path.read_text())
-    return data
+    """The committed artifacts' reference results, and the shared corpus's when present."""
+    from tests.conftest import reference_truth
+
+    return reference_truth()
 
 
 def fixture_path(name: str) -> Path:
-    """tests/fixtures/<name> for generated fixtures when present, else the shared copy."""
+    """tests/fixtures/<name> for generated fixtures, else the shared copy."""
     entry = expected().get(name)
-    _need(entry is not None, f"{name} is not in {SHARED_FIXTURES / 'expected.json'}")
+    _need(entry is not None, f"{name} is not in expected.json")
     assert entry is not None
     relative = Path(entry["path"])
     if relative.parts[0] == "generated" and (LOCAL_FIXTURES / relative.name).exists():

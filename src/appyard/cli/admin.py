@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from appyard import errors
+from appyard.cli import exits
 from appyard.cli.common import parse_duration, runtime_from
 from appyard.core import (
     apps,
@@ -62,7 +63,45 @@ def _run(ctx: typer.Context, fn: Callable[[UnitOfWork, Any], T]) -> T:
             return fn(uow, runtime.services.clock)
     except errors.AppyardError as exc:
         err.print(f"[red]error:[/red] {exc.message}")
-        raise typer.Exit(2) from None
+        code = (
+            exits.CONFIG
+            if isinstance(exc, errors.Unauthenticated | errors.Forbidden)
+            else exits.FAILED
+        )
+        raise typer.Exit(code) from None
+
+
+def _limit(value: int | None) -> str:
+    """A limit as people read it: None is no limit at all."""
+    return "unlimited" if value is None else str(value)
+
+
+def _limits_text(limits: dict[str, Any]) -> str:
+    return ", ".join(
+        f"{k.replace('_', ' ')} {_limit(v) if not isinstance(v, bool) else ('yes' if v else 'no')}"
+        for k, v in limits.items()
+    )
+
+
+def _table(*columns: str, ids: list[str] | None = None) -> Table:
+    """A table whose first column (ids) is never cut or wrapped (print it with
+    :func:`_print_table`)."""
+    table = Table()
+    width = max((len(i) for i in ids or []), default=0)
+    for n, name in enumerate(columns):
+        if n == 0:
+            table.add_column(name, no_wrap=True, min_width=max(width, len(name)))
+        else:
+            table.add_column(name, no_wrap=n < len(columns) - 1, overflow="fold")
+    return table
+
+
+def _print_table(table: Table) -> None:
+    """As wide as the table needs (ids and limits whole), even past the terminal's width."""
+    from rich.measure import Measurement
+
+    needed = Measurement.get(out, out.options.update_width(400), table).maximum
+    Console(width=max(needed, out.width)).print(table)
 
 
 def _emit(as_json: bool, data: dict[str, Any] | list[Any], text: str) -> None:
@@ -99,13 +138,17 @@ def list_tenants(ctx: typer.Context, as_json: JsonFlag = False) -> None:
         ]
         typer.echo(json.dumps(data, indent=2))
         return
-    table = Table("id", "name", "plan", "concurrent", "weekly")
+    table = _table("id", "name", "plan", "concurrent", "weekly", ids=[t.id for t in rows])
     for t in rows:
         limits = tenants.limits(t)
         table.add_row(
-            t.id, t.name, t.plan.value, str(limits.concurrent_builds), str(limits.weekly_builds)
+            t.id,
+            t.name,
+            t.plan.value,
+            _limit(limits.concurrent_builds),
+            _limit(limits.weekly_builds),
         )
-    out.print(table)
+    _print_table(table)
 
 
 @app.command("create-key")
@@ -188,12 +231,14 @@ def list_keys(
     if as_json:
         typer.echo(json.dumps(data, indent=2))
         return
-    table = Table("key_id", "kind", "name", "disabled", "last used")
+    table = _table(
+        "key_id", "kind", "name", "disabled", "last used", ids=[d["key_id"] for d in data]
+    )
     for d in data:
         table.add_row(
             d["key_id"], d["kind"], d["name"], str(d["disabled"]), d["last_used_at"] or "-"
         )
-    out.print(table)
+    _print_table(table)
 
 
 @app.command("disable-key")
@@ -213,7 +258,9 @@ def set_limits(
         int | None,
         typer.Option(help="per platform and configuration version over 7 days; 0 = unlimited"),
     ] = None,
-    automation_keys: Annotated[int | None, typer.Option()] = None,
+    automation_keys: Annotated[
+        int | None, typer.Option(help="active automation keys allowed")
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Change a tenant's plan and per-tenant limit overrides."""
@@ -234,7 +281,11 @@ def set_limits(
         return {"tenant": t.name, "plan": t.plan.value, "limits": vars(tenants.limits(t))}
 
     data = _run(ctx, change)
-    _emit(as_json, data, f"{data['tenant']}: plan {data['plan']}, limits {data['limits']}")
+    _emit(
+        as_json,
+        data,
+        f"{data['tenant']}: plan {data['plan']}, limits: {_limits_text(data['limits'])}",
+    )
 
 
 @app.command("list-controls")
@@ -277,11 +328,11 @@ def list_controls(
     if as_json:
         typer.echo(json.dumps(data, indent=2))
         return
-    table = Table("id", "kind", "platforms", "enabled for", "title")
+    table = _table("id", "kind", "platforms", "enabled for", "title", ids=[d["id"] for d in data])
     for d in data:
         on = "; ".join(f"{p}: {','.join(v) or '-'}" for p, v in d["enabled"].items())
         table.add_row(d["id"], d["kind"], ",".join(d["platforms"]), on, d["title"])
-    out.print(table)
+    _print_table(table)
 
 
 def _split(values: list[str]) -> list[str]:
@@ -419,11 +470,13 @@ def version_show(ctx: typer.Context, version_id: VersionId, as_json: JsonFlag = 
 
 @version_app.command("submit")
 def version_submit(ctx: typer.Context, version_id: VersionId, as_json: JsonFlag = False) -> None:
+    """Submit a draft version for review."""
     _act(ctx, as_json, versions.submit, version_id=version_id)
 
 
 @version_app.command("approve")
 def version_approve(ctx: typer.Context, version_id: VersionId, as_json: JsonFlag = False) -> None:
+    """Approve a version in review."""
     _act(ctx, as_json, versions.approve, version_id=version_id)
 
 
@@ -434,6 +487,7 @@ def version_reject(
     reason: Annotated[str, typer.Option()],
     as_json: JsonFlag = False,
 ) -> None:
+    """Reject a version in review, with a reason."""
     _act(ctx, as_json, versions.reject, version_id=version_id, reason=reason)
 
 
@@ -446,6 +500,7 @@ def version_release(
     rollout: Annotated[int, typer.Option(help="rollout percentage")] = 100,
     as_json: JsonFlag = False,
 ) -> None:
+    """Release an approved version to countries (and vehicle contexts)."""
     _act(
         ctx,
         as_json,
@@ -464,16 +519,19 @@ def version_rollout(
     percentage: Annotated[int, typer.Option()],
     as_json: JsonFlag = False,
 ) -> None:
+    """Change a live version's rollout percentage."""
     _act(ctx, as_json, versions.set_rollout, version_id=version_id, percentage=percentage)
 
 
 @version_app.command("halt")
 def version_halt(ctx: typer.Context, version_id: VersionId, as_json: JsonFlag = False) -> None:
+    """Halt a live version's rollout."""
     _act(ctx, as_json, versions.halt, version_id=version_id)
 
 
 @version_app.command("resume")
 def version_resume(ctx: typer.Context, version_id: VersionId, as_json: JsonFlag = False) -> None:
+    """Resume a halted rollout."""
     _act(ctx, as_json, versions.resume, version_id=version_id)
 
 
@@ -484,6 +542,7 @@ def version_withdraw(
     reason: Annotated[str, typer.Option()] = "",
     as_json: JsonFlag = False,
 ) -> None:
+    """Withdraw a live version from the store."""
     _act(ctx, as_json, versions.withdraw, version_id=version_id, reason=reason)
 
 
@@ -495,11 +554,13 @@ def version_file_issue(
     severity: Annotated[str, typer.Option(help="low, medium, high, critical")] = "medium",
     as_json: JsonFlag = False,
 ) -> None:
+    """File an issue against a version."""
     _act(ctx, as_json, versions.file_issue, version_id=version_id, title=title, severity=severity)
 
 
 @version_app.command("resolve-issue")
 def version_resolve_issue(ctx: typer.Context, issue_id: str, as_json: JsonFlag = False) -> None:
+    """Resolve an open issue."""
     _act(ctx, as_json, versions.resolve_issue, issue_id=issue_id)
 
 
@@ -637,6 +698,7 @@ def set_default_signing_key(
     key_id: str,
     as_json: JsonFlag = False,
 ) -> None:
+    """Make a signing key its platform's default for the tenant."""
     key = _run(
         ctx,
         lambda uow, clock: signing_keys.set_default(

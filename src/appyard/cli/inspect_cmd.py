@@ -1,8 +1,9 @@
 """``appyard inspect FILE [--json]``: the facts and findings of a local .apk, .aab or .ipa.
 
-A CI step runs it before uploading. Exit codes: 0 no blocking finding, 1 at least one
-blocking finding (with the default controls of the chosen configuration version), 2 the file
-is not a valid artifact (the reason on stderr).
+A CI step runs it before uploading. Exit codes (``appyard.cli.exits``): 0 no blocking
+finding, 3 at least one blocking finding (with the default controls of the chosen
+configuration version), 1 the file is not a valid artifact (the reason on stderr), 2 a usage
+error (no such file, an unknown configuration version).
 
 ``--json`` prints one stable document (``"schema": "appyard.inspect/1"``): file, identity,
 facts, configuration, findings and summary. Byte fields (the icon's PNG, certificates inside
@@ -25,11 +26,17 @@ from rich.text import Text
 
 from appyard.checks import Finding, History, Severity, default_config, evaluate
 from appyard.checks.model import VERSIONS
+from appyard.cli import exits
 from appyard.errors import InvalidArtifact
 from appyard.inspect import inspect_file, to_jsonable
 
 SCHEMA = "appyard.inspect/1"
-EXIT_OK, EXIT_BLOCKING, EXIT_INVALID = 0, 1, 2
+EXIT_OK, EXIT_BLOCKING, EXIT_INVALID, EXIT_USAGE = (
+    exits.OK,
+    exits.BLOCKING,
+    exits.FAILED,
+    exits.USAGE,
+)
 _MAX_LIST_ITEMS = 8  # in the human table; JSON has everything
 _SEVERITY_STYLE = {
     Severity.BLOCKING: "bold red",
@@ -58,17 +65,24 @@ def _exit_code(findings: list[Finding]) -> int:
     return EXIT_BLOCKING if any(f.severity is Severity.BLOCKING for f in findings) else EXIT_OK
 
 
-def _fail(message: str, *, as_json: bool, path: Path, details: Mapping[str, Any]) -> int:
+def _fail(
+    message: str,
+    *,
+    as_json: bool,
+    path: Path,
+    details: Mapping[str, Any],
+    code: int = EXIT_INVALID,
+) -> int:
     sys.stderr.write(f"appyard inspect: {message}\n")
     if as_json:
         doc = {
             "schema": SCHEMA,
             "file": {"name": path.name},
             "error": {"message": message, **to_jsonable(dict(details))},
-            "exit_code": EXIT_INVALID,
+            "exit_code": code,
         }
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
-    return EXIT_INVALID
+    return code
 
 
 def run_inspect(
@@ -79,6 +93,9 @@ def run_inspect(
     include_bytes: bool = False,
     history: History | None = None,
     now: datetime | None = None,
+    fmt: str | None = None,
+    output: Path | None = None,
+    github: bool = False,
 ) -> int:
     """Inspect a local artifact, print its facts and findings; return the exit code.
 
@@ -93,6 +110,7 @@ def run_inspect(
             as_json=as_json,
             path=path,
             details={"code": "request.invalid_field", "field": "version"},
+            code=EXIT_USAGE,
         )
     if not path.is_file():
         return _fail(
@@ -100,6 +118,7 @@ def run_inspect(
             as_json=as_json,
             path=path,
             details={"code": "artifact.invalid", "reason": "no_file"},
+            code=EXIT_USAGE,
         )
     try:
         facts = inspect_file(path)
@@ -114,6 +133,9 @@ def run_inspect(
     findings = evaluate(facts, config, history, now or datetime.now(UTC))
     code = _exit_code(findings)
     file_info = _file_info(path)
+    if fmt in ("sarif", "junit") or github:
+        _report(facts, findings, config, file_info, fmt, output, github)
+        return code
     if as_json:
         doc = {
             "schema": SCHEMA,
@@ -129,6 +151,42 @@ def run_inspect(
         return code
     _render(facts, findings, file_info, config.version, code)
     return code
+
+
+def _report(
+    facts: Any,
+    findings: list[Finding],
+    config: Any,
+    file_info: dict[str, Any],
+    fmt: str | None,
+    output: Path | None,
+    github: bool,
+) -> None:
+    """SARIF or JUnit (to ``output`` or stdout) and/or GitHub annotations (stdout)."""
+    from appyard.checks.outcomes import outcomes
+    from appyard.cli import reports
+
+    subject = reports.Subject(
+        file_name=file_info["name"],
+        platform=facts.identity.platform,
+        sha256=file_info["sha256"],
+        findings=[to_jsonable(f.to_dict()) for f in findings],
+        controls=outcomes(
+            platform=facts.identity.platform,
+            kind=facts.identity.kind,
+            ran={k: v.value for k, v in config.severities.items()},
+            failed=[f.code for f in findings],
+        ),
+    )
+    if fmt in ("sarif", "junit"):
+        text = reports.render(subject, fmt)
+        if output is not None:
+            output.write_text(text, encoding="utf-8")
+        else:
+            sys.stdout.write(text)
+    if github:
+        for line in reports.github(subject):
+            sys.stdout.write(line + "\n")
 
 
 # --- human output ------------------------------------------------------------------------------
@@ -224,7 +282,11 @@ def _render(
             )
         console.print(ftable)
     counts = _summary(findings)
-    verdict = "blocking findings: exit 1" if code == EXIT_BLOCKING else "nothing blocking: exit 0"
+    verdict = (
+        f"blocking findings: exit {EXIT_BLOCKING}"
+        if code == EXIT_BLOCKING
+        else "nothing blocking: exit 0"
+    )
     console.print(
         f"{counts['blocking']} blocking, {counts['warning']} warning, {counts['info']} info "
         f"- {verdict}"

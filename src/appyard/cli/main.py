@@ -1,19 +1,24 @@
-"""The ``appyard`` command: serve, worker, db, admin, inspect, sign."""
+"""The ``appyard`` command: serve, worker, db, admin, inspect, sign (on the server's machine)
+and upload, status, download, findings (a client of a server, from CI: ``cli/client.py``).
+
+Exit codes are the same for every command (``cli/exits.py``, docs/cli.md)."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
-from appyard.cli import admin, admin_going_out
+from appyard.cli import admin, admin_going_out, client, exits
 from appyard.cli.common import ctx_obj, runtime_from, set_data_dir
-from appyard.core import identity, tenants
+from appyard.cli.reports import appyard_version
+from appyard.core import identity, signing_keys, tenants
 from appyard.core.models import Plan, TokenKind
 from appyard.logs import setup_logging
 from appyard.runtime import check_backends
@@ -27,19 +32,48 @@ app.add_typer(admin.app, name="admin")  # admin_going_out adds its commands to i
 assert admin_going_out.__name__  # its import registers its commands on admin.app
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+client.register(app)
 console = Console()
 
-DataDir = Annotated[Path | None, typer.Option("--data-dir", help="APPYARD_DATA_DIR")]
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        help="data directory (APPYARD_DATA_DIR; default ./appyard-data); also accepted "
+        "after the subcommand",
+        show_default=False,
+    ),
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"appyard {appyard_version()}")
+        raise typer.Exit()
 
 
 @app.callback()
-def root(ctx: typer.Context, data_dir: DataDir = None) -> None:
+def root(
+    ctx: typer.Context,
+    data_dir: DataDir = None,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
     """Settings come from APPYARD_* environment variables (see docs/configuration.md)."""
     set_data_dir(ctx, data_dir)
 
 
+FIRST_KEY_NAME = "first key"
+
+
 def _bootstrap(ctx: typer.Context) -> None:
-    """On a database with no tenant, create 'default' (team plan) and print its first key."""
+    """On a database with no tenant, create 'default' (team plan), its first automation key
+    and an Android signing key (RSA 3072), so the first build's output verifies; print the
+    key once, and the certificate's SHA-256 with the command that replaces it."""
     runtime = runtime_from(ctx)
     svc = runtime.services
     with svc.transaction() as uow:
@@ -47,36 +81,69 @@ def _bootstrap(ctx: typer.Context) -> None:
             return
         tenant = tenants.create(uow, svc.clock, name="default", plan=Plan.TEAM)
         issued = identity.create_token(
-            uow, svc.clock, tenant_id=tenant.id, kind=TokenKind.AUTOMATION, name="first key"
+            uow, svc.clock, tenant_id=tenant.id, kind=TokenKind.AUTOMATION, name=FIRST_KEY_NAME
         )
+        key = signing_keys.generate(
+            uow,
+            svc.clock,
+            svc.sealer(),
+            tenant_id=tenant.id,
+            name=FIRST_KEY_NAME,
+            created_by="first start",
+        )
+    data_dir = runtime.settings.data_dir.resolve()
     console.print(f"First tenant: [bold]{tenant.name}[/bold] ({tenant.plan.value} plan)")
     console.print("Automation key (shown once, store it now):")
-    typer.echo(f"  APPTEGO_API_KEY={issued.raw}")
+    typer.echo(f"  export APPTEGO_API_KEY={issued.raw}")
+    typer.echo('  export APPYARD_TOKEN="$APPTEGO_API_KEY"    # what `appyard upload` reads')
+    fingerprint = ":".join(
+        (key.cert_sha256 or "")[i : i + 2].upper() for i in range(0, len(key.cert_sha256 or ""), 2)
+    )
+    console.print(
+        f"Android signing key [bold]{key.name}[/bold] ({key.id}, RSA 3072, made here): "
+        "builds are signed with it unless they ask for another key or none."
+    )
+    typer.echo(f"  certificate SHA-256: {fingerprint}")
+    typer.echo(
+        "  Replace it with your release key (it becomes the default):\n"
+        f"  appyard admin add-signing-key --data-dir {data_dir} --tenant {tenant.name} "
+        "--name release --keystore release.jks --alias release "
+        "--password-env KEYSTORE_PASSWORD --default"
+    )
 
 
 @app.command()
 def serve(
     ctx: typer.Context,
-    host: Annotated[str | None, typer.Option(help="APPYARD_HOST")] = None,
-    port: Annotated[int | None, typer.Option(help="APPYARD_PORT")] = None,
+    host: Annotated[str, typer.Option(help="listen address (APPYARD_HOST)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="API port (APPYARD_PORT)")] = 8080,
     data_dir: DataDir = None,
     worker: Annotated[
         bool | None,
         typer.Option(
             "--worker/--no-worker",
-            help="process jobs in this process (default: with the embedded queue)",
+            help="process jobs in this process (default: yes with the embedded queue, no with "
+            "Redis)",
+            show_default=False,
         ),
     ] = None,
     download_port: Annotated[
         int | None,
-        typer.Option(help="APPYARD_DOWNLOAD_PORT: sendfile downloads (default port + 1, 0: none)"),
+        typer.Option(
+            help="sendfile downloads (APPYARD_DOWNLOAD_PORT; default: port + 1; 0: none)",
+            show_default=False,
+        ),
     ] = None,
 ) -> None:
-    """Start the API server (Granian). Embedded default: SQLite, local storage, in-process queue."""
+    """Start the API server (embedded default: SQLite, local storage, in-process queue)."""
     set_data_dir(ctx, data_dir)
     obj = ctx_obj(ctx)
-    overrides = (("host", host), ("port", port), ("run_worker", worker))
-    for key, value in (*overrides, ("download_port", download_port)):
+    given = {  # a flag left at its default leaves APPYARD_HOST / APPYARD_PORT in charge
+        name: value
+        for name, value in (("host", host), ("port", port))
+        if getattr(ctx.get_parameter_source(name), "name", "DEFAULT") != "DEFAULT"
+    }
+    for key, value in (*given.items(), ("run_worker", worker), ("download_port", download_port)):
         if value is not None:
             obj.overrides[key] = value
     settings = obj.settings()
@@ -85,7 +152,7 @@ def serve(
         obj.overrides["download_url"] = f"http://{settings.host}:{listen_downloads}"
         settings = obj.settings()
     setup_logging(settings.log_level)
-    runtime = runtime_from(ctx)  # migrates the embedded database
+    runtime = runtime_from(ctx, create_database=True)  # migrates the embedded database
     check_backends(runtime)  # the bucket, in one sentence, before listening
     runtime.services.tidy()  # what a killed predecessor left behind
     _bootstrap(ctx)
@@ -101,7 +168,7 @@ def serve(
                 f"[red]Cannot listen for downloads on {settings.host}:{listen_downloads}: "
                 f"{exc.strerror or exc}.[/red] Choose another --download-port (0: none)."
             )
-            raise typer.Exit(1) from None
+            raise typer.Exit(exits.CONFIG) from None
     console.print(
         f"appyard listening on {settings.effective_public_url} "
         f"(data in {settings.data_dir.resolve()})"
@@ -158,8 +225,9 @@ def worker(
         typer.Option(min=1, max=64, help="jobs processed at once (APPYARD_WORKER_CONCURRENCY)"),
     ] = None,
 ) -> None:
-    """Process jobs (scale-out shape: run any number of these, on any machines, next to
-    `appyard serve` processes, which then run no jobs themselves)."""
+    """Process jobs beside `appyard serve` (scale-out: any number, on any machines).
+
+    With a Redis queue, `appyard serve` processes run no jobs themselves."""
     import signal
     import threading
 
@@ -187,7 +255,7 @@ def db_upgrade(ctx: typer.Context) -> None:
     """Apply every migration (Alembic) to APPYARD_DATABASE_URL."""
     from appyard.backends.db import migrate
 
-    runtime = runtime_from(ctx, migrate=False)
+    runtime = runtime_from(ctx, migrate=False, create_database=True)
     migrate.upgrade(runtime.engine)
     console.print(f"database at revision {migrate.current(runtime.engine)}")
 
@@ -209,13 +277,31 @@ def inspect_artifact(
         str, typer.Option(help="configuration version whose default controls run")
     ] = "production",
     include_bytes: Annotated[bool, typer.Option(help="include icons (base64) in --json")] = False,
+    fmt: Annotated[
+        client.ReportFormat | None,
+        typer.Option("--format", help="sarif or junit (json: --json)", show_default=False),
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="write the report to this file")
+    ] = None,
+    github: Annotated[
+        bool, typer.Option("--github", help="GitHub Actions annotations on stdout")
+    ] = False,
 ) -> None:
-    """Print an artifact's facts and findings; exit 1 when a finding is blocking, 2 when the
-    file is not a valid artifact."""
+    """Print a local artifact's facts and findings (exit 3 if blocking, 1 if invalid)."""
     from appyard.cli.inspect_cmd import run_inspect
 
+    chosen = fmt.value if fmt is not None else None
     raise typer.Exit(
-        run_inspect(file, as_json=as_json, version=version, include_bytes=include_bytes)
+        run_inspect(
+            file,
+            as_json=as_json or chosen == "json",
+            version=version,
+            include_bytes=include_bytes,
+            fmt=chosen,
+            output=output,
+            github=github,
+        )
     )
 
 
@@ -262,8 +348,7 @@ def sign(
         str | None, typer.Option(help="IPA: new bundle id (inner bundle ids follow)")
     ] = None,
 ) -> None:
-    """Align and sign an APK (v1/v2/v3, key rotation) or an AAB (JAR), or re-sign an IPA,
-    outside the server."""
+    """Sign an APK (v1/v2/v3, rotation) or AAB, or re-sign an IPA, without a server."""
     from appyard.cli.sign_cmd import KeyOptions, run_sign, run_sign_ipa
 
     if src.suffix.lower() == ".ipa":
@@ -304,5 +389,7 @@ def sign(
 
 
 def main() -> None:
+    from appyard.cli.common import hoist_data_dir
+
     os.umask(0o077)  # data files 0600, folders 0700: the database, blobs, spool, keys
-    app()
+    app(args=hoist_data_dir(sys.argv[1:]), prog_name="appyard")

@@ -202,6 +202,18 @@ def list_apps(uow: UnitOfWork, actor: Actor) -> list[AppSummary]:
     ]
 
 
+def label_of(build: Build | None) -> str | None:
+    """The app's label as its artifact names it: Android's application label, iOS's
+    CFBundleDisplayName (else CFBundleName); None before the build was inspected."""
+    facts = build.facts if build is not None else None
+    if not facts:
+        return None
+    manifest = facts.get("manifest")
+    label = manifest.get("label") if isinstance(manifest, dict) else None
+    label = label or facts.get("display_name") or facts.get("bundle_name")
+    return str(label) if label else None
+
+
 def get(uow: UnitOfWork, actor: Actor, *, app_id: str) -> App:
     app = uow.apps.get(app_id)
     if app is None or app.tenant_id != actor.tenant:

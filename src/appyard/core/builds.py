@@ -25,6 +25,7 @@ from appyard.core.models import (
     Job,
     JobState,
     KeyState,
+    Part,
     Plan,
     Platform,
     SigningKey,
@@ -333,14 +334,55 @@ def by_number(uow: UnitOfWork, actor: Actor, *, number: int) -> Build:
 
 
 def by_ref(uow: UnitOfWork, actor: Actor, *, ref: str) -> Build:
-    """A build of the actor's tenant by its id or its number (a dialect's build id)."""
-    ref = ref.strip()
-    if ref.isdigit() and len(ref) < 19:
-        found = uow.builds.get_by_number(actor.tenant, int(ref))
-        if found is None:
+    """A build of the actor's tenant by its id (``bd_...``) or its number (ASCII digits, the
+    automation dialect's ``job_id``)."""
+    if ref.isascii() and ref.isdigit() and len(ref) <= 18:
+        build = uow.builds.get_by_number(actor.tenant, int(ref))
+        if build is None:
             raise BuildNotFound(f"Build {ref} not found.")
-        return found
+        return build
     return get(uow, actor, build_id=ref)
+
+
+@dataclass(frozen=True)
+class UploadProgress:
+    """Where a build's input upload stands: the parts the store holds, and fresh signed
+    requests for the parts it still lacks (a client resuming an interrupted upload)."""
+
+    build: Build
+    upload: Upload
+    parts: list[Part]
+    missing: dict[int, SignedRequest]
+    expires_in: int
+
+
+def upload_progress(
+    uow: UnitOfWork, store: BlobStore, policy: UploadPolicy, actor: Actor, *, build_id: str
+) -> UploadProgress:
+    """The build's input upload as the store sees it. Parts are listed only while the
+    multipart upload is pending; signed requests are made for the missing ones."""
+    build = get(uow, actor, build_id=build_id)
+    upload = uow.uploads.get_for_subject(build.id)
+    if upload is None:
+        raise errors.UploadNotFound(f"Build {build.number} has no upload.")
+    parts: list[Part] = []
+    missing: dict[int, SignedRequest] = {}
+    if upload.multipart and upload.state is UploadState.PENDING:
+        assert upload.store_upload_id is not None and upload.total_parts is not None
+        parts = uploads.received_parts(store, upload)
+        have = {p.number for p in parts}
+        for n in range(1, upload.total_parts + 1):
+            if n not in have:
+                missing[n] = store.presign_part(
+                    upload.key,
+                    upload.store_upload_id,
+                    n,
+                    max_size=upload.chunk_size or policy.chunk_size,
+                    expires_in=policy.url_ttl,
+                )
+    return UploadProgress(
+        build=build, upload=upload, parts=parts, missing=missing, expires_in=policy.url_ttl
+    )
 
 
 def upload_of(uow: UnitOfWork, actor: Actor, *, build_id: str) -> Upload | None:
@@ -382,6 +424,13 @@ def download_input(
 
 
 ICON_LIMIT = 2 * 1024 * 1024
+
+
+def icon_request(store: BlobStore, build: Build | None, *, expires_in: int) -> SignedRequest | None:
+    """A signed, expiring GET of the build's icon; None when it has none."""
+    if build is None or build.deleted or store.stat(icon_key(build)) is None:
+        return None
+    return store.presign_get(icon_key(build), file_name="icon.png", expires_in=expires_in)
 
 
 def read_icon(store: BlobStore, build: Build) -> bytes | None:

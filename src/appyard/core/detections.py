@@ -8,10 +8,12 @@ app's previous accepted version (its version code and signer certificate).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from appyard import checks
-from appyard.core import versions
+from appyard.checks.outcomes import Outcome, outcomes
+from appyard.core import controls, versions
 from appyard.core.models import Build, Finding, Severity
 from appyard.core.ports import Clock, UnitOfWork
 
@@ -65,3 +67,37 @@ def evaluate(
         )
         for f in found
     ]
+
+
+@dataclass(frozen=True)
+class Report:
+    """A build's findings and what became of every control (passed, failed, skipped), with
+    the tenant's current control settings for the build's platform and version."""
+
+    build: Build
+    findings: list[Finding]
+    controls: list[Outcome]
+
+    @property
+    def blocking(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity is Severity.BLOCKING]
+
+
+def report(uow: UnitOfWork, build: Build) -> Report:
+    found = uow.findings.list(build.id)
+    enabled = controls.enabled(
+        uow, tenant_id=build.tenant_id, platform=build.platform, version=build.config_version
+    )
+    config = config_for(build, enabled)
+    kind = build.file_name.rsplit(".", 1)[-1].lower()
+    return Report(
+        build=build,
+        findings=found,
+        controls=outcomes(
+            platform=build.platform.value,
+            kind=kind,
+            ran={k: v.value for k, v in config.severities.items()},
+            failed=[f.code for f in found],
+            inspected=build.facts is not None,
+        ),
+    )

@@ -321,6 +321,41 @@ def require_token(actor: Actor, *kinds: TokenKind, action: str) -> None:
         raise errors.Forbidden(f"{action[:1].upper()}{action[1:]} needs a {names} token.")
 
 
+# --- appyard's own API --------------------------------------------------------------------------
+
+
+class CredentialNotAccepted(errors.Unauthenticated):
+    """This kind of credential is not accepted here."""
+
+    code = "auth.credential_not_accepted"
+
+
+class AutomationKeyLimited(errors.Forbidden):
+    """Automation keys read builds only."""
+
+    code = "auth.automation_key_limited"
+
+
+def require_native(actor: Actor, *, build_route: bool = False) -> None:
+    """Who may use appyard's own API (``/appyard/v1``): people signed in to the portal; an
+    automation key only on the build routes the CI client needs (a build, its findings, its
+    output, its upload and its install links, of the key's own tenant); no other token (management keys, CI
+    tokens, per-app and context tokens speak their own dialects)."""
+    if actor.is_user:
+        return
+    if actor.token_kind is not TokenKind.AUTOMATION:
+        kind = actor.token_kind.value if actor.token_kind else "this"
+        raise CredentialNotAccepted(
+            f"A {kind} token is not accepted by appyard's native API; use an automation key "
+            "(builds) or sign in (POST /appyard/v1/auth/login)."
+        )
+    if not build_route:
+        raise AutomationKeyLimited(
+            "Automation keys work on builds only (a build, its findings, its output, its "
+            "install links); sign in for the rest of the native API."
+        )
+
+
 def set_scopes(
     uow: UnitOfWork, *, token_id: str, scopes: tuple[str, ...], tenant_id: str | None = None
 ) -> Token:

@@ -41,6 +41,7 @@ from appyard.signing.keystore import (
     MAX_KEYSTORE_BYTES,
     SigningKeyInvalid,
     SigningMaterial,
+    generate_pkcs12,
     load_keystore_bytes,
 )
 from appyard.signing.lineage import DEFAULT_ROTATION_MIN_SDK, Rotation, read_lineage
@@ -136,6 +137,44 @@ def _is_first(uow: UnitOfWork, tenant_id: str, platform: Platform) -> bool:
     return not any(
         k.platform is platform and k.state is KeyState.READY
         for k in uow.signing_keys.list(tenant_id)
+    )
+
+
+def generate(
+    uow: UnitOfWork,
+    clock: Clock,
+    box: SecretBox,
+    *,
+    tenant_id: str,
+    name: str,
+    created_by: str,
+    make_default: bool = True,
+) -> SigningKey:
+    """A new Android signing key made here (RSA 3072, a self-signed certificate for 30
+    years), stored like any managed key (its PKCS#12 file sealed with a random password).
+    The first start gives the first tenant one, so its first build verifies."""
+    import secrets
+
+    tenant = tenants.get(uow, tenant_id=tenant_id)
+    password = secrets.token_urlsafe(24)
+    data = generate_pkcs12(
+        common_name=f"appyard {tenant.name} {name}"[:64],
+        organization="appyard",
+        password=password,
+        now=clock.now(),
+    )
+    return create_from_bytes(
+        uow,
+        clock,
+        box,
+        tenant_id=tenant_id,
+        name=name,
+        platform=Platform.ANDROID,
+        data=data,
+        password=password,
+        alias="appyard",
+        created_by=created_by,
+        make_default=make_default,
     )
 
 

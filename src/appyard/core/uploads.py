@@ -20,6 +20,7 @@ from appyard.core.ids import new_id
 from appyard.core.models import (
     Actor,
     ConfigVersion,
+    Part,
     Platform,
     Upload,
     UploadPurpose,
@@ -182,6 +183,16 @@ def pending(upload: Upload) -> Upload:
     if upload.state is not UploadState.PENDING:
         raise errors.UploadNotPending(f"The upload is already {upload.state.value}.")
     return upload
+
+
+def received_parts(store: BlobStore, upload: Upload) -> list[Part]:
+    """The parts of a pending multipart upload that the store holds, in part order (only
+    those within the upload's part count)."""
+    if not upload.multipart or upload.store_upload_id is None:
+        return []
+    total = upload.total_parts or 0
+    parts = store.list_parts(upload.key, upload.store_upload_id)
+    return sorted((p for p in parts if 1 <= p.number <= total), key=lambda p: p.number)
 
 
 def _normal_etag(etag: str) -> str:

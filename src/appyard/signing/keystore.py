@@ -425,3 +425,51 @@ def _finish(
                 not_after=cert.not_valid_after_utc.isoformat(),
             )
     return SigningMaterial(private_key=key, cert_chain=tuple(ordered), alias=alias)
+
+
+# --- a new key ----------------------------------------------------------------------------------
+
+
+def generate_pkcs12(
+    *,
+    common_name: str,
+    organization: str,
+    password: str,
+    now: datetime,
+    years: int = 30,
+    bits: int = 3072,
+    alias: str = "appyard",
+) -> bytes:
+    """A new RSA key (3072 bits by default) with a self-signed certificate valid for
+    ``years`` (Android wants app keys to outlive the app: 25 years or more), as a PKCS#12
+    file encrypted with ``password`` under ``alias``."""
+    from datetime import timedelta
+
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
+        ]
+    )
+    start = now.astimezone(UTC).replace(microsecond=0) - timedelta(days=1)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + timedelta(days=365 * years))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return pkcs12.serialize_key_and_certificates(
+        alias.encode(),
+        key,
+        cert,
+        None,
+        serialization.BestAvailableEncryption(password.encode()),
+    )

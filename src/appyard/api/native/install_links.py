@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel, Field
 
 from appyard.api.kit import Svc
-from appyard.api.native.routes import Caller
+from appyard.api.native.routes import BuildReader
 from appyard.core import builds, install_links
 from appyard.core.install_links import SharedLink
 from appyard.core.models import InstallDownload, InstallLink
@@ -53,7 +53,7 @@ def download_body(d: InstallDownload) -> dict[str, Any]:
 
 def routes(app: FastAPI) -> None:
     @app.post("/builds/{build}/install-links", status_code=201)
-    def create_install_link(build: str, body: NewLink, caller: Caller, svc: Svc) -> dict[str, Any]:
+    def create_install_link(build: str, body: NewLink, caller: BuildReader, svc: Svc) -> dict[str, Any]:
         """A new install link for a completed build (409 while it is not)."""
         span = install_links.parse_expiry(body.expires)
         with svc.transaction() as uow:
@@ -70,7 +70,7 @@ def routes(app: FastAPI) -> None:
         return shared_body(shared)
 
     @app.get("/builds/{build}/install-links")
-    def list_install_links(build: str, caller: Caller, svc: Svc) -> list[dict[str, Any]]:
+    def list_install_links(build: str, caller: BuildReader, svc: Svc) -> list[dict[str, Any]]:
         """The build's install links, newest first, with their state (active, expired,
         revoked)."""
         with svc.transaction() as uow:
@@ -86,14 +86,14 @@ def routes(app: FastAPI) -> None:
         return [shared_body(s) for s in links]
 
     @app.post("/install-links/{link_id}/revoke")
-    def revoke_install_link(link_id: str, caller: Caller, svc: Svc) -> dict[str, Any]:
+    def revoke_install_link(link_id: str, caller: BuildReader, svc: Svc) -> dict[str, Any]:
         """Revoke a link: its page answers 410 from now on."""
         with svc.transaction() as uow:
             link = install_links.revoke(uow, svc.clock, caller, link_id=link_id)
         return link_body(link, None, "revoked")
 
     @app.get("/builds/{build}/install-downloads")
-    def list_install_downloads(build: str, caller: Caller, svc: Svc) -> list[dict[str, Any]]:
+    def list_install_downloads(build: str, caller: BuildReader, svc: Svc) -> list[dict[str, Any]]:
         """Every download through the build's install links, newest first."""
         with svc.transaction() as uow:
             found = builds.by_ref(uow, caller, ref=build)

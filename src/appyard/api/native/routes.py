@@ -16,6 +16,8 @@ from appyard import errors
 from appyard.api.kit import ApiError, Dialect, Svc, authenticator, bearer, error_response
 from appyard.core import (
     apps,
+    builds,
+    detections,
     identity,
     notifications,
     payloads,
@@ -27,6 +29,9 @@ from appyard.core import (
 from appyard.core.identity import AnyCredential, SessionCredential, parse_key_pair
 from appyard.core.models import (
     Actor,
+    Build,
+    BuildStatus,
+    Finding,
     MemberRole,
     StoreIssue,
     TokenKind,
@@ -62,7 +67,25 @@ def extract(request: Request) -> AnyCredential | None:
     return SessionCredential(session) if session else None
 
 
-Caller = Annotated[Actor, Depends(authenticator(extract, MISSING))]
+_authenticated = authenticator(extract, MISSING)
+
+
+def _person(request: Request, svc: Svc) -> Actor:
+    """Any route but the build routes: people signed in (core refuses every token)."""
+    actor = _authenticated(request, svc)
+    identity.require_native(actor)
+    return actor
+
+
+def _build_reader(request: Request, svc: Svc) -> Actor:
+    """The build routes the CI client uses: people, and the tenant's automation keys."""
+    actor = _authenticated(request, svc)
+    identity.require_native(actor, build_route=True)
+    return actor
+
+
+Caller = Annotated[Actor, Depends(_person)]
+BuildReader = Annotated[Actor, Depends(_build_reader)]
 
 
 class NewApp(BaseModel):
@@ -144,10 +167,145 @@ def issue_body(i: StoreIssue) -> dict[str, Any]:
     }
 
 
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def build_body(b: Build) -> dict[str, Any]:
+    """A build as appyard's own API shows it. ``number`` is the automation dialect's
+    ``job_id``; ``signed`` says whether the output carries appyard's signature."""
+    return {
+        "id": b.id,
+        "build_id": b.id,
+        "number": b.number,
+        "job_id": str(b.number),
+        "status": b.status.value,
+        "progress": b.progress.value,
+        "platform": b.platform.value,
+        "version": b.config_version.value,
+        "file_name": b.file_name,
+        "source": b.source,
+        "app_id": b.app_id,
+        "identifier": b.identifier,
+        "version_code": b.version_code,
+        "version_name": b.version_name,
+        "size": b.size,
+        "sha256": b.sha256,
+        "output": (
+            {"size": b.output_size, "sha256": b.output_sha256}
+            if b.status is BuildStatus.COMPLETED and b.output_key
+            else None
+        ),
+        "signed": b.signed,
+        "signing_key_id": b.signing_key_id,
+        "error_message": b.error_message,
+        "signing_error_message": b.signing_error_message,
+        "deleted": b.deleted,
+        "created_at": _iso(b.created_at),
+        "updated_at": _iso(b.updated_at),
+    }
+
+
+def finding_body(f: Finding) -> dict[str, Any]:
+    return {
+        "code": f.code,
+        "severity": f.severity.value,
+        "message": f.message,
+        "details": f.details,
+    }
+
+
+def report_body(r: detections.Report) -> dict[str, Any]:
+    return {
+        "build_id": r.build.id,
+        "job_id": str(r.build.number),
+        "status": r.build.status.value,
+        "platform": r.build.platform.value,
+        "file_name": r.build.file_name,
+        "inspected": r.build.facts is not None,
+        "findings": [finding_body(f) for f in r.findings],
+        "controls": [
+            {
+                "id": o.spec.id,
+                "title": o.spec.title,
+                "status": o.status,
+                "severity": o.severity,
+                "reason": o.reason or None,
+            }
+            for o in r.controls
+        ],
+        "summary": {
+            s: sum(1 for f in r.findings if f.severity.value == s)
+            for s in ("blocking", "warning", "info")
+        },
+    }
+
+
+def build_routes(app: FastAPI) -> None:
+    """The build routes (``/builds/{ref}``: a build id or number): the CI client's reads."""
+
+    @app.get("/builds/{ref}")
+    def get_build(ref: str, caller: BuildReader, svc: Svc) -> dict[str, Any]:
+        """A build of the caller's tenant, by id or number."""
+        with svc.uow() as uow:
+            return build_body(builds.by_ref(uow, caller, ref=ref))
+
+    @app.get("/builds/{ref}/findings")
+    def get_findings(ref: str, caller: BuildReader, svc: Svc) -> dict[str, Any]:
+        """The build's findings, and every control: passed, failed or skipped."""
+        with svc.uow() as uow:
+            build = builds.by_ref(uow, caller, ref=ref)
+            return report_body(detections.report(uow, build))
+
+    @app.get("/builds/{ref}/output")
+    def get_output(ref: str, caller: BuildReader, svc: Svc) -> dict[str, Any]:
+        """A signed URL for the build's output, with its size and SHA-256 to check."""
+        with svc.uow() as uow:
+            build = builds.by_ref(uow, caller, ref=ref)
+            result = builds.download(
+                uow, svc.store, caller, build_id=build.id, url_ttl=svc.policy.url_ttl
+            )
+        b = result.build
+        return {
+            "build_id": b.id,
+            "job_id": str(b.number),
+            "file_name": b.file_name,
+            "size": b.output_size,
+            "sha256": b.output_sha256,
+            "signed": b.signed,
+            "download_url": result.url,
+            "headers": dict(result.request.headers),
+            "expires_in": result.expires_in,
+        }
+
+    @app.get("/builds/{ref}/upload")
+    def get_upload(ref: str, caller: BuildReader, svc: Svc) -> dict[str, Any]:
+        """The build's input upload: its state, the parts the store holds and fresh signed
+        URLs for the missing ones (how a client resumes an interrupted multipart upload)."""
+        with svc.uow() as uow:
+            build = builds.by_ref(uow, caller, ref=ref)
+            seen = builds.upload_progress(uow, svc.store, svc.policy, caller, build_id=build.id)
+        up = seen.upload
+        return {
+            "build_id": build.id,
+            "job_id": str(build.number),
+            "file_path": up.key,
+            "state": up.state.value,
+            "multipart": up.multipart,
+            "upload_id": up.store_upload_id,
+            "chunk_size": up.chunk_size,
+            "total_parts": up.total_parts,
+            "parts": [{"PartNumber": p.number, "ETag": p.etag, "Size": p.size} for p in seen.parts],
+            "missing_part_urls": {str(n): r.url for n, r in seen.missing.items()},
+            "expires_in": seen.expires_in,
+        }
+
+
 def routes(app: FastAPI) -> None:
     from appyard.api.native import install_links  # (it reads Caller from this module)
 
     install_links.routes(app)  # install links and their downloads
+    build_routes(app)
 
     @app.post("/auth/login", response_model=None)
     def login(

@@ -92,6 +92,8 @@ def test_single_part_upload_is_processed_and_downloadable(
     done = status(client, tenant.key, ticket["job_id"]).json()
     assert done["status"] == "completed", done.get("error_message")
     assert "progress" not in done and "error_message" not in done
+    # the tenant has no signing key: the status says the output is unsigned
+    assert done["signed"] is False and done["message"].startswith("Completed unsigned")
 
     dl = client.get(f"/automate/download/{ticket['job_id']}", headers=auth(tenant.key))
     assert dl.status_code == 200
@@ -580,3 +582,14 @@ def test_multipart_that_never_completes_expires_and_parts_are_removed(
     assert store is not None
     assert store.list_parts(ticket["file_path"], ticket["upload_id"]) == []
     assert status(client, tenant.key, ticket["job_id"]).json()["status"] == "failed"
+
+
+def test_a_build_signed_with_a_managed_key_says_so(
+    client: TestClient, runtime: Runtime, tenant: TenantKey
+) -> None:
+    add_signing_key(runtime, tenant.tenant_id)
+    ticket = request_upload(client, tenant.key, file_size=RELEASE_APK.stat().st_size).json()
+    assert client.put(ticket["url"], content=RELEASE_APK.read_bytes()).status_code == 200
+    assert work(runtime)
+    done = status(client, tenant.key, ticket["job_id"]).json()
+    assert done["status"] == "completed" and done["signed"] is True and "message" not in done

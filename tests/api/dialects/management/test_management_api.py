@@ -441,7 +441,7 @@ def test_upload_poll_download(
     assert isinstance(build["end_time"], int) and build["end_time"] >= build["start_time"]
     assert build["version"] == "production" and build["platform"] == "android"
     assert build["name"] == "app-release.apk"
-    assert build["success"] is True and build["status_message"] == "Complete"
+    assert build["success"] is True and build["status_message"] == "Complete (unsigned)"
     assert build["signed"] is False and build["deleted"] is False
     assert build["error_message"] is None and build["signing_error_message"] is None
     assert build["signing_key_id"] is None and build["signing_key_name"] is None
@@ -714,7 +714,10 @@ def test_applications_are_listed_with_their_newest_build(
         "application_id",
     }
     assert app["platform"] == "android" and app["build_version"] == "1.0.0"
-    assert app["build_id"] == "org.appyard.fixture" and app["build_name"]
+    assert app["build_id"] == "org.appyard.fixture"
+    assert app["build_name"] == "Appyard Fixture"  # the app's label, not its package
+    icon = client.get(app["build_image"])  # its launcher icon, at a signed URL
+    assert icon.status_code == 200 and icon.content.startswith(b"\x89PNG\r\n\x1a\n")
     assert isinstance(app["creation_time"], int) and app["application_id"]
     other = management(runtime, make_tenant(runtime, "other").tenant_id)
     assert ok(client, other, "get_applications") == {"applications": []}

@@ -293,10 +293,10 @@ def test_forbidden_transitions_change_nothing(store: Store) -> None:
     store.validate()
     assert store.act(vid, "approve", store.reviewer).status_code == 409  # from draft
     assert store.act(vid, "release", store.admin, countries=["DE"]).status_code == 409
-    assert store.act(vid, "submit", store.ci).status_code == 403  # CI tokens never act
+    assert store.act(vid, "submit", store.ci).status_code == 401  # CI tokens: not on /appyard/v1
     store.act(vid, "submit", store.dev)
     assert store.act(vid, "approve", store.dev).status_code == 403  # developers don't review
-    assert store.act(vid, "approve", store.ci).status_code == 403
+    assert store.act(vid, "approve", store.ci).status_code == 401
     assert store.act(vid, "reject", store.reviewer, reason="").status_code == 400
     assert store.act(vid, "reject", store.reviewer, reason="Crashes").status_code == 200
     assert store.act(vid, "release", store.admin, countries=["DE"]).status_code == 409

@@ -19,6 +19,12 @@ SOURCE = "automation"
 Caller = Annotated[Actor, Depends(authenticator(credentials.extract, credentials.MISSING))]
 
 
+UNSIGNED = (
+    "Completed unsigned: no signing key was used (signing_key_id none, or the tenant has "
+    "no signing key for this platform); the output does not verify until it is signed."
+)
+
+
 def _epoch(build: Build, attr: str) -> int:
     return int(getattr(build, attr).timestamp())
 
@@ -44,6 +50,11 @@ def status_body(build: Build) -> dict[str, Any]:
         body["progress"] = build.progress.value
     if build.status is BuildStatus.FAILED:
         body["error_message"] = build.error_message or "Build failed"
+    if build.status is BuildStatus.COMPLETED:
+        # appyard's addition: whether the output carries a signature of a managed key
+        body["signed"] = build.signed
+        if not build.signed:
+            body["message"] = UNSIGNED
     return body
 
 

@@ -220,11 +220,8 @@ def _str(value: Any) -> str | None:
 
 def build_body(svc: Services, build: Build, app: App, actor: Actor) -> dict[str, Any]:
     facts = build.facts or {}
-    icon = ""
-    if svc.store.stat(builds.icon_key(build)) is not None:
-        icon = svc.store.presign_get(
-            builds.icon_key(build), file_name="icon.png", expires_in=svc.policy.url_ttl
-        ).url
+    signed = builds.icon_request(svc.store, build, expires_in=svc.policy.url_ttl)
+    icon = signed.url if signed else ""
     package = facts.get("package")
     info: dict[str, Any] = {"icon": icon}
     if build.platform is Platform.ANDROID:

@@ -84,7 +84,7 @@ def _status_message(build: Build) -> str:
     if build.deleted:
         return "Deleted"
     if build.status is BuildStatus.COMPLETED:
-        return "Complete"
+        return "Complete" if build.signed else "Complete (unsigned)"
     if build.status is BuildStatus.FAILED:
         return f"Failed: {build.error_message}" if build.error_message else "Failed"
     return build.progress.value
@@ -134,14 +134,19 @@ def routes(app: FastAPI) -> None:
     def get_applications(caller: Caller, svc: Svc, body: Empty | None = None) -> dict[str, Any]:
         with svc.uow() as uow:
             summaries = apps.list_apps(uow, caller)
+
+        def image(build: Build | None) -> str | None:
+            signed = builds.icon_request(svc.store, build, expires_in=svc.policy.url_ttl)
+            return signed.url if signed else None
+
         return {
             "applications": [
                 {
                     "platform": s.app.platform.value if s.app.platform else None,
                     "build_version": s.latest.version_name if s.latest else None,
                     "build_id": s.app.identifier,
-                    "build_name": s.app.name,
-                    "build_image": None,
+                    "build_name": apps.label_of(s.latest) or s.app.name,
+                    "build_image": image(s.latest),
                     "creation_time": _epoch(s.app.created_at),
                     "application_id": s.app.id,
                 }
