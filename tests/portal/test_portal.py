@@ -424,8 +424,13 @@ def test_a_webhook_endpoint_shows_its_secret_once_and_is_disabled_enabled_and_de
     assert f'action="/keys/webhooks/{wid}/enable"' in r.text
     detail = dev.get(f"/keys/webhooks/{wid}").text
     assert ">disabled<" in detail and "Nothing delivered yet" in detail and secret not in detail
-    r = dev.post(f"/keys/webhooks/{wid}/enable", data={"csrf": page_csrf(dev)})
-    assert f'action="/keys/webhooks/{wid}/disable"' in r.text
+    r = dev.post(
+        f"/keys/webhooks/{wid}/enable",
+        data={"csrf": csrf_in(detail), "back": "endpoint"},
+        follow_redirects=False,
+    )
+    assert r.headers["location"] == f"/keys/webhooks/{wid}"  # back to the endpoint's page
+    assert f'action="/keys/webhooks/{wid}/disable"' in dev.get("/keys").text
     r = dev.post(f"/keys/webhooks/{wid}/delete", data={"csrf": page_csrf(dev)})
     assert "deleted." in r.text and 'data-test="webhooks"' not in r.text
     assert dev.get(f"/keys/webhooks/{wid}").status_code == 404

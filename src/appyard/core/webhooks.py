@@ -181,8 +181,10 @@ def redeliver(
     """Send an event to an endpoint again (a new job, with its own retries); its job id."""
     webhook = get(uow, tenant_id=tenant_id, webhook_id=webhook_id)
     found = uow.outbox.events(tenant_id=tenant_id, event_id=event_id)
-    if not found:
+    if not found or found[0].topic not in TOPICS:  # audit events never leave
         raise errors.NotFound(f"No event {event_id} of this tenant.")
+    if webhook.disabled:
+        raise errors.Conflict("The endpoint is disabled; enable it to send it events again.")
     return _schedule(uow, clock, webhook, event_id)
 
 

@@ -242,7 +242,7 @@ def routes(app: FastAPI) -> None:
     async def change_webhook(request: Request, webhook_id: str, action: str) -> Response:
         p = portal(request)
         session = p.signed_in(request)
-        await p.form(request, session)
+        form = await p.form(request, session)
         if action not in ("disable", "enable", "delete"):
             raise errors.NotFound("Disable, enable or delete an endpoint.")
 
@@ -261,4 +261,7 @@ def routes(app: FastAPI) -> None:
 
         webhook = await run_in_threadpool(run)
         done = {"disable": "disabled", "enable": "enabled", "delete": "deleted"}[action]
-        return p.redirect("/keys#webhooks", notice=f"Webhook endpoint {webhook.url} {done}.")
+        back = f"/keys/webhooks/{webhook.id}"
+        if action == "delete" or form.get("back") != "endpoint":
+            back = "/keys#webhooks"
+        return p.redirect(back, notice=f"Webhook endpoint {webhook.url} {done}.")
