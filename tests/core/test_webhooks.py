@@ -213,3 +213,51 @@ def test_secrets_are_sealed_at_rest(
     if db.exists():
         assert made.secret.encode() not in db.read_bytes()
         assert made.secret.removeprefix("whsec_").encode() not in db.read_bytes()
+
+
+def test_members_manage_endpoints_tokens_do_not_and_audit_events_never_leave(
+    runtime: Runtime, svc: Services, tenant: TenantKey, receiver: Receiver
+) -> None:
+    from appyard.core import identity
+    from appyard.core.models import Actor, TokenKind
+
+    member = Actor(id="us_dev", tenant_id=tenant.tenant_id)
+    assert svc.sender is not None
+    with svc.transaction() as uow:
+        made = webhooks.add_for(uow, svc.clock, svc.sealer(), svc.sender, member, url=receiver.url)
+        # an endpoint of every event: the audit trail of this very change is not sent
+        identity.issue_member_token(uow, svc.clock, member, kind=TokenKind.CI, name="ci")
+    with svc.transaction() as uow:
+        for call in (
+            lambda: webhooks.list_for(uow, tenant.actor),
+            lambda: webhooks.set_disabled_for(
+                uow, svc.clock, tenant.actor, webhook_id=made.webhook.id, disabled=True
+            ),
+            lambda: webhooks.delete_for(uow, svc.clock, tenant.actor, webhook_id=made.webhook.id),
+            lambda: webhooks.redeliver_for(
+                uow, svc.clock, tenant.actor, webhook_id=made.webhook.id, event_id=1
+            ),
+        ):
+            with pytest.raises(errors.Forbidden, match="signed-in tenant member"):
+                call()
+        assert [w.id for w in webhooks.list_for(uow, member)] == [made.webhook.id]
+        events = uow.outbox.events(tenant_id=tenant.tenant_id)
+    topics = [e.topic for e in events]
+    assert "webhook.created" in topics and "token.created" in topics
+    audit = next(e for e in events if e.topic == "token.created")
+    assert audit.id is not None
+    with svc.transaction() as uow, pytest.raises(errors.NotFound):
+        webhooks.redeliver_for(
+            uow, svc.clock, member, webhook_id=made.webhook.id, event_id=audit.id
+        )
+    run_all(svc)
+    assert receiver.deliveries == []
+    upload_build(runtime, tenant, RELEASE_APK, services=svc)
+    run_all(svc)
+    sent = [json.loads(d.body)["type"] for d in receiver.deliveries]
+    assert sent and set(sent) <= set(webhooks.TOPICS), sent
+    with svc.transaction() as uow:
+        webhooks.set_disabled_for(uow, svc.clock, member, webhook_id=made.webhook.id, disabled=True)
+        sent_id = uow.webhook_deliveries.for_webhook(made.webhook.id)[0].event_id
+    with svc.transaction() as uow, pytest.raises(errors.Conflict, match="disabled"):
+        webhooks.redeliver_for(uow, svc.clock, member, webhook_id=made.webhook.id, event_id=sent_id)

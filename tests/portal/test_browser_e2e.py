@@ -8,13 +8,16 @@ import io
 import json
 import re
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.conftest import FIXTURES, need
-from tests.e2e.conftest import Server
+from tests.e2e.conftest import Server, start_server
+from tests.going_out import Receiver
 from tests.portal.conftest import PASSWORD, Shots, create_user
 
 pytest.importorskip("playwright")
@@ -291,3 +294,129 @@ def test_store_team_reviews_and_releases_a_version(
         f"{server.url}/appyard/v1/versions/{vid}", headers={"Authorization": f"Bearer {session}"}
     ).json()
     assert native["rollout"] == {"percentage": 10, "halted": False}
+
+
+@pytest.fixture
+def hooks_server(tmp_path: Path, database_url: str) -> Iterator[Server]:
+    """A server that may deliver to the receiver on loopback (as tests/e2e does)."""
+    srv = start_server(
+        tmp_path / "srv", database_url, env_extra={"APPYARD_WEBHOOK_ALLOW_PRIVATE": "true"}
+    )
+    yield srv
+    srv.stop()
+
+
+def test_developer_adds_a_webhook_endpoint_and_watches_its_deliveries(
+    hooks_server: Server, receiver: Receiver, chromium: Any, shots: Shots
+) -> None:
+    server = hooks_server
+    create_user(server, "dev@default.test", "developer", "default")
+    context = chromium.new_context(viewport=DESKTOP)
+    problems: list[str] = []
+    page = watch(context.new_page(), problems)
+    page.on("dialog", lambda dialog: dialog.accept())
+    sign_in(page, server.url, "dev@default.test")
+
+    # An automation key for the upload, then the endpoint: its secret is shown once.
+    page.goto(f"{server.url}/keys")
+    form = page.locator("form[action='/keys/tokens']")
+    form.locator("select[name=kind]").select_option("automation")
+    form.get_by_role("button", name="Create key").click()
+    key = page.locator("[data-test=raw-key]").inner_text().strip()
+    hook_form = page.locator("[data-test=webhook-form]")
+    hook_form.get_by_label("URL").fill(receiver.url)
+    hook_form.get_by_label("processed").check()
+    hook_form.get_by_label("failed").check()
+    hook_form.get_by_role("button", name="Add endpoint").click()
+    secret = page.locator("[data-test=webhook-secret]").inner_text().strip()
+    assert re.fullmatch(r"whsec_[A-Za-z0-9+/=]{40,}", secret), secret
+    shots(page, "webhook-created")
+    page.goto(f"{server.url}/keys#webhooks")
+    assert secret not in page.content()  # never shown again
+    row = page.locator("[data-test=webhooks] tbody tr")
+    expect(row).to_have_count(1)
+    expect(row).to_contain_text(receiver.url)
+    expect(row).to_contain_text("build.processed, build.failed")
+    expect(row.locator("[data-test=latest-deliveries]")).to_contain_text("none yet")
+    shots(page, "webhooks")
+
+    # A build through the automation API; its delivery appears on the endpoint's page.
+    api = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"})
+    ticket = api.post(
+        "/automate/upload",
+        json={"file_name": "app-release.apk", "platform": "android", "version": "production"},
+    ).json()
+    put = httpx.put(ticket["upload_url"], content=RELEASE_APK.read_bytes(), timeout=60)
+    assert put.status_code == 200, put.text
+    row.get_by_role("link", name=receiver.url).click()
+    expect(page.locator("[data-test=webhook-url]")).to_have_text(receiver.url)
+    deliveries = page.locator("[data-test=deliveries] tbody tr")
+    deadline = time.monotonic() + 60
+    while deliveries.count() == 0:
+        assert time.monotonic() < deadline, "no delivery appeared on the endpoint's page"
+        time.sleep(0.5)
+        page.reload()
+    expect(deliveries.first).to_contain_text("build.processed")
+    expect(deliveries.first).to_contain_text("204")
+    expect(deliveries.first).to_contain_text(" ms")
+    shots(page, "webhook-deliveries")
+
+    # What the receiver got verifies with the secret the page showed once.
+    from standardwebhooks.webhooks import Webhook as Verifier
+
+    assert len(receiver.deliveries) == 1
+    got = receiver.deliveries[0]
+    payload = Verifier(secret).verify(got.body, got.headers)
+    assert payload["type"] == "build.processed" and str(payload["data"]["number"]) == str(
+        ticket["job_id"]
+    )
+
+    # Redeliver: the same event (the same webhook-id) arrives again and is logged.
+    deliveries.first.get_by_role("button", name="Redeliver").click()
+    expect(page.locator(".flash.ok")).to_contain_text("will be delivered again")
+    deadline = time.monotonic() + 60
+    while deliveries.count() < 2:
+        assert time.monotonic() < deadline, "the redelivery did not appear"
+        time.sleep(0.5)
+        page.reload()
+    assert len(receiver.deliveries) == 2
+    assert receiver.deliveries[1].headers["webhook-id"] == got.headers["webhook-id"]
+    Verifier(secret).verify(receiver.deliveries[1].body, receiver.deliveries[1].headers)
+
+    # Disabled on its page, listed as such.
+    page.get_by_role("button", name="Disable").click()
+    expect(page.locator(".flash.ok")).to_contain_text("disabled")
+    expect(page.locator("[data-test=webhook-state]")).to_have_text("disabled")
+    page.goto(f"{server.url}/keys#webhooks")
+    expect(row.locator("td[data-label=State]")).to_have_text("disabled")
+    expect(row.locator("[data-test=latest-deliveries] .badge")).to_have_count(2)
+    shots(page, "webhooks-disabled")
+
+    # At 390 px: nothing scrolls sideways, a refused URL is explained on the form.
+    phone = chromium.new_context(viewport=MOBILE)
+    phone.add_cookies(context.cookies())
+    small = watch(phone.new_page(), problems)
+    wid = str(row.get_attribute("data-webhook"))
+    for path, what in ((f"/keys/webhooks/{wid}", "webhook"), ("/keys#webhooks", "keys")):
+        small.goto(f"{server.url}{path}")
+        assert small.evaluate("document.documentElement.scrollWidth") <= MOBILE["width"], path
+        shots(small, f"phone-{what}")
+    assert problems == []
+    hook_form = small.locator("[data-test=webhook-form]")
+    hook_form.get_by_label("URL").fill("ftp://example.com/hooks")
+    hook_form.get_by_role("button", name="Add endpoint").click()
+    expect(small.locator("[data-test=webhook-error]")).to_contain_text("http(s) URL")
+    assert small.evaluate("document.documentElement.scrollWidth") <= MOBILE["width"]
+    small.locator("[data-test=webhook-form]").scroll_into_view_if_needed()
+    shots(small, "phone-webhook-refused")
+    phone.close()
+
+    # Deleted: gone from the list; its page is not found.
+    page.goto(f"{server.url}/keys#webhooks")
+    row.get_by_role("button", name="Delete").click()
+    expect(page.locator(".flash.ok")).to_contain_text("deleted")
+    expect(page.locator("[data-test=webhooks]")).to_have_count(0)
+    assert page.goto(f"{server.url}/keys/webhooks/{wid}").status == 404  # type: ignore[union-attr]
+    context.close()
+    # the browser notes only the two error pages asked for: the refused form and the 404
+    assert [p.rsplit("status of ", 1)[-1][:3] for p in problems] == ["400", "404"], problems

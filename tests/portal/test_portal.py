@@ -20,6 +20,7 @@ from appyard.core.models import Platform, Role
 from appyard.runtime import Runtime, build_runtime
 from appyard.settings import Settings
 from tests.conftest import FakeClock, TenantKey, upload_build
+from tests.going_out import Receiver
 from tests.portal.helpers import PASSWORD, completed_build, csrf_in, make_user, sign_in
 
 APK = Path(__file__).resolve().parents[1] / "fixtures" / "fixture-release-v1v2v3.apk"
@@ -386,3 +387,236 @@ def test_a_build_still_processing_gets_no_install_link(
     page = dev.get(f"/builds/{build.id}").text
     assert f'data-poll="/builds/{build.id}/live"' in page  # the page refreshes itself
     assert 'http-equiv="refresh"' in page  # and so without JavaScript
+
+
+# --- webhook endpoints ---------------------------------------------------------------------------
+
+PUBLIC_HOOK = "https://1.1.1.1/hooks/appyard"  # a public address; no worker runs, nothing is sent
+
+
+def add_hook(client: TestClient, url: str = PUBLIC_HOOK, events: tuple[str, ...] = ()) -> str:
+    r = client.post(
+        "/keys/webhooks", data={"csrf": page_csrf(client), "url": url, "events": list(events)}
+    )
+    assert r.status_code == 201, r.text
+    secret = re.search(r'data-test="webhook-secret">([^<]+)<', r.text)
+    assert secret and secret.group(1).startswith("whsec_")
+    return secret.group(1)
+
+
+def hook_id(html: str) -> str:
+    found = re.findall(r'data-webhook="(wh_[^"]+)"', html)
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_a_webhook_endpoint_shows_its_secret_once_and_is_disabled_enabled_and_deleted(
+    dev: TestClient,
+) -> None:
+    secret = add_hook(dev, events=("build.processed", "version.released"))
+    page = dev.get("/keys").text
+    assert secret not in page and "whsec_" not in page  # never shown again
+    assert PUBLIC_HOOK in page and "build.processed, version.released" in page
+    wid = hook_id(page)
+    assert "none yet" in page
+    r = dev.post(f"/keys/webhooks/{wid}/disable", data={"csrf": page_csrf(dev)})
+    assert r.status_code == 200 and "disabled." in r.text  # followed the redirect to /keys
+    assert f'action="/keys/webhooks/{wid}/enable"' in r.text
+    detail = dev.get(f"/keys/webhooks/{wid}").text
+    assert ">disabled<" in detail and "Nothing delivered yet" in detail and secret not in detail
+    r = dev.post(
+        f"/keys/webhooks/{wid}/enable",
+        data={"csrf": csrf_in(detail), "back": "endpoint"},
+        follow_redirects=False,
+    )
+    assert r.headers["location"] == f"/keys/webhooks/{wid}"  # back to the endpoint's page
+    assert f'action="/keys/webhooks/{wid}/disable"' in dev.get("/keys").text
+    r = dev.post(f"/keys/webhooks/{wid}/delete", data={"csrf": page_csrf(dev)})
+    assert "deleted." in r.text and 'data-test="webhooks"' not in r.text
+    assert dev.get(f"/keys/webhooks/{wid}").status_code == 404
+    audit = dev.get("/audit").text
+    for what in ("added", "disabled", "enabled", "deleted"):
+        assert f"Webhook endpoint {what}" in audit
+    assert secret not in audit
+
+
+def test_a_refused_webhook_url_is_explained_on_the_form(dev: TestClient) -> None:
+    for url, message in (
+        ("http://127.0.0.1:9/hook", "loopback, private or link-local"),
+        ("http://169.254.169.254/latest/meta-data", "loopback, private or link-local"),
+        ("ftp://example.com/x", "http(s) URL"),
+        ("not a url", "http(s) URL"),
+    ):
+        r = dev.post(
+            "/keys/webhooks",
+            data={"csrf": page_csrf(dev), "url": url, "events": ["build.failed"]},
+        )
+        assert r.status_code == 400, (url, r.status_code)
+        error = re.search(r'data-test="webhook-error">([^<]+)<', r.text)
+        assert error and message in error.group(1), (url, r.text[-3000:])
+        assert f'value="{url}"' in r.text  # what was typed stays, and so do the events ticked
+        assert 'value="build.failed" checked' in r.text
+    unknown = dev.post(
+        "/keys/webhooks",
+        data={"csrf": page_csrf(dev), "url": PUBLIC_HOOK, "events": ["build.exploded"]},
+    )
+    assert unknown.status_code == 400 and "Unknown event(s) build.exploded" in unknown.text
+    assert 'data-test="webhooks"' not in dev.get("/keys").text  # nothing was added
+
+
+def test_webhook_forms_need_their_csrf_token(dev: TestClient) -> None:
+    add_hook(dev)
+    wid = hook_id(dev.get("/keys").text)
+    for path, data in (
+        ("/keys/webhooks", {"url": "https://1.0.0.1/sneaky"}),
+        ("/keys/webhooks", {"url": "https://1.0.0.1/sneaky", "csrf": "forged"}),
+        (f"/keys/webhooks/{wid}/disable", {}),
+        (f"/keys/webhooks/{wid}/delete", {"csrf": "forged"}),
+        (f"/keys/webhooks/{wid}/redeliver", {"event": "1"}),
+    ):
+        r = dev.post(path, data=data)
+        assert r.status_code == 403 and "did not come from your current session" in r.text, path
+    page = dev.get("/keys").text
+    assert "sneaky" not in page and f'action="/keys/webhooks/{wid}/disable"' in page
+
+
+def test_a_token_cannot_manage_webhook_endpoints(
+    dev: TestClient, tenant: TenantKey, runtime: Runtime
+) -> None:
+    add_hook(dev)
+    wid = hook_id(dev.get("/keys").text)
+    key = {"Authorization": f"Bearer {tenant.key}"}
+    anonymous = TestClient(dev.app)
+    # the portal knows sessions only: a token is a visitor who must sign in
+    r = anonymous.post(
+        "/keys/webhooks", data={"url": PUBLIC_HOOK}, headers=key, follow_redirects=False
+    )
+    assert r.status_code == 303 and r.headers["location"].startswith("/signin")
+    assert anonymous.get(f"/keys/webhooks/{wid}", headers=key, follow_redirects=False).is_redirect
+    # and core refuses a token in the native API, which calls the same functions
+    for method, path, body in (
+        ("GET", "/appyard/v1/webhooks", None),
+        ("POST", "/appyard/v1/webhooks", {"url": PUBLIC_HOOK}),
+        ("POST", f"/appyard/v1/webhooks/{wid}/disable", None),
+        ("DELETE", f"/appyard/v1/webhooks/{wid}", None),
+        ("GET", f"/appyard/v1/webhooks/{wid}/deliveries", None),
+    ):
+        r = anonymous.request(method, path, json=body, headers=key)
+        assert r.status_code == 403, (path, r.text)
+        assert "needs a signed-in tenant member" in r.json()["error"]["message"]
+    # a signed-in member may, with the session cookie the portal set
+    listed = dev.get("/appyard/v1/webhooks")
+    assert listed.status_code == 200 and [w["id"] for w in listed.json()] == [wid]
+
+
+def test_another_tenants_webhook_endpoint_is_not_found(runtime: Runtime, dev: TestClient) -> None:
+    from tests.conftest import make_tenant
+
+    make_tenant(runtime, "globex")
+    make_user(runtime, "dev@globex.test", Role.DEVELOPER, "globex")
+    add_hook(dev)
+    wid = hook_id(dev.get("/keys").text)
+    other = TestClient(dev.app)
+    sign_in(other, "dev@globex.test")
+    assert wid not in other.get("/keys").text
+    assert other.get(f"/keys/webhooks/{wid}").status_code == 404
+    for action in ("disable", "delete"):
+        r = other.post(f"/keys/webhooks/{wid}/{action}", data={"csrf": page_csrf(other)})
+        assert r.status_code == 404, action
+    r = other.post(f"/keys/webhooks/{wid}/redeliver", data={"csrf": page_csrf(other), "event": "1"})
+    assert r.status_code == 404
+    assert f'action="/keys/webhooks/{wid}/disable"' in dev.get("/keys").text  # untouched
+
+
+def test_deliveries_are_listed_per_endpoint_and_redelivered(
+    settings: Settings, clock: FakeClock, receiver: Receiver
+) -> None:
+    from appyard.worker import Worker
+    from tests.conftest import make_tenant
+
+    runtime = build_runtime(
+        settings.model_copy(update={"webhook_allow_private": True}), clock=clock
+    )
+    try:
+        tenant = make_tenant(runtime)
+        make_user(runtime, "dev@acme.test", Role.DEVELOPER, "acme")
+        receiver.statuses = [500]  # the first attempt fails, its retry succeeds
+        with TestClient(create_app(runtime=runtime, start_worker=False)) as c:
+            sign_in(c, "dev@acme.test")
+            add_hook(c, receiver.url, ("build.processed",))
+            wid = hook_id(c.get("/keys").text)
+            upload_build(runtime, tenant, APK)
+            worker = Worker(runtime.services)
+            while worker.run_once("w"):
+                pass
+            clock.advance(minutes=1)  # the retry's time
+            while worker.run_once("w"):
+                pass
+            assert len(receiver.deliveries) == 2
+            keys = c.get("/keys").text
+            latest = re.search(r'data-test="latest-deliveries">(.*?)</div>', keys, re.S)
+            assert latest and ">204<" in latest.group(1) and ">500<" in latest.group(1)
+            page = c.get(f"/keys/webhooks/{wid}").text
+            rows = re.findall(
+                r"<tr>(.*?)</tr>", page.split('data-test="deliveries"')[1].split("<tbody>")[1], re.S
+            )
+            assert len(rows) == 2
+            assert "build.processed" in rows[0] and ">204<" in rows[0] and ">2<" in rows[0]
+            assert ">500<" in rows[1] and ">1<" in rows[1]
+            event = re.search(r'name="event" value="(\d+)"', page)
+            assert event
+            r = c.post(
+                f"/keys/webhooks/{wid}/redeliver",
+                data={"csrf": csrf_in(page), "event": event.group(1)},
+            )
+            assert r.status_code == 200 and "will be delivered again" in r.text
+            while worker.run_once("w"):
+                pass
+            assert len(receiver.deliveries) == 3
+            assert receiver.deliveries[2].headers["webhook-id"] == f"msg_{event.group(1)}"
+            page = c.get(f"/keys/webhooks/{wid}").text
+            assert page.count('name="event"') == 3
+    finally:
+        runtime.engine.dispose()
+
+
+# --- app (distribution) tokens -------------------------------------------------------------------
+
+
+def test_an_app_token_made_in_the_portal_is_bound_to_its_app(
+    runtime: Runtime, tenant: TenantKey, dev: TestClient
+) -> None:
+    mine = completed_build(
+        runtime,
+        tenant.tenant_id,
+        file_name="shop.apk",
+        platform=Platform.ANDROID,
+        identifier="com.example.shop",
+        version_code="1",
+    )
+    other = completed_build(
+        runtime,
+        tenant.tenant_id,
+        file_name="maps.apk",
+        platform=Platform.ANDROID,
+        identifier="com.example.maps",
+        version_code="1",
+    )
+    r = dev.post(
+        "/keys/tokens",
+        data={"csrf": page_csrf(dev), "kind": "app", "name": "shop CI", "app": mine.app_id},
+    )
+    assert r.status_code == 201, r.text
+    raw = re.search(r'data-test="raw-key">([^<]+)<', r.text)
+    assert raw
+    bearer = {"Authorization": f"Bearer {raw.group(1)}"}
+    got = dev.get(f"/v1/integrations/builds/{mine.id}", headers=bearer)
+    assert got.status_code == 200, got.text
+    assert got.json()["data"]["id"] == mine.id
+    assert dev.get(f"/v1/integrations/builds/{other.id}", headers=bearer).status_code == 404
+    assert "com.example.shop" in dev.get("/keys").text.split('data-test="tokens"')[1]
+    # an app token without its app is explained, and other kinds ignore the app field
+    r = dev.post("/keys/tokens", data={"csrf": page_csrf(dev), "kind": "app", "app": ""})
+    assert "The key was not created: An app token names its app" in r.text
+    r = dev.post("/keys/tokens", data={"csrf": page_csrf(dev), "kind": "ci", "app": mine.app_id})
+    assert r.status_code == 201

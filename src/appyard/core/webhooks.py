@@ -8,6 +8,11 @@ and kept sealed under the master key (signing needs it). Every event of the outb
 endpoint that wants it a ``webhook.deliver`` job, retried with exponential backoff for more
 than a day; every attempt is logged (status code, latency, attempt). Destinations that resolve
 to loopback, private or link-local addresses are refused (unless the operator allows them).
+
+The functions taking a ``tenant_id`` are the operator's (``appyard admin``); those ending in
+``_for`` take an :class:`Actor` and are what the portal and the native API call: endpoints are
+managed by signed-in tenant members (developers), never by a token, like keys
+(:func:`appyard.core.identity.may_manage_tokens`), and each change is an audit event.
 """
 
 from __future__ import annotations
@@ -23,10 +28,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from appyard import errors
-from appyard.core import jobs, payloads
+from appyard.core import identity, jobs, outbox, payloads
 from appyard.core.crypto import SecretBox
 from appyard.core.ids import new_id
-from appyard.core.models import Event, Webhook, WebhookDelivery
+from appyard.core.models import Actor, Event, Webhook, WebhookDelivery
 from appyard.core.ports import Clock, UnitOfWork, WebhookSender
 
 TOPICS = (
@@ -142,7 +147,11 @@ def deliveries(
 
 
 def wants(webhook: Webhook, topic: str) -> bool:
-    return not webhook.disabled and (not webhook.events or topic in webhook.events)
+    """An enabled endpoint wants the topics it named, or (naming none) every one of
+    :data:`TOPICS`; audit events (keys, sign-ins, endpoints themselves) never leave."""
+    return (
+        not webhook.disabled and topic in TOPICS and (not webhook.events or topic in webhook.events)
+    )
 
 
 def _schedule(uow: UnitOfWork, clock: Clock, webhook: Webhook, event_id: int) -> str:
@@ -172,9 +181,91 @@ def redeliver(
     """Send an event to an endpoint again (a new job, with its own retries); its job id."""
     webhook = get(uow, tenant_id=tenant_id, webhook_id=webhook_id)
     found = uow.outbox.events(tenant_id=tenant_id, event_id=event_id)
-    if not found:
+    if not found or found[0].topic not in TOPICS:  # audit events never leave
         raise errors.NotFound(f"No event {event_id} of this tenant.")
+    if webhook.disabled:
+        raise errors.Conflict("The endpoint is disabled; enable it to send it events again.")
     return _schedule(uow, clock, webhook, event_id)
+
+
+# --- for a signed-in tenant member (portal, native API) ------------------------------------------
+
+
+def managing(actor: Actor, *, what: str = "Managing webhook endpoints") -> str:
+    """The tenant whose endpoints ``actor`` manages: a signed-in member's, never a token's."""
+    identity.may_manage_tokens(actor, what=what)
+    return actor.tenant
+
+
+def _audit(uow: UnitOfWork, clock: Clock, actor: Actor, topic: str, webhook: Webhook) -> None:
+    outbox.emit(
+        uow,
+        clock,
+        topic,
+        tenant_id=webhook.tenant_id,
+        subject_id=webhook.id,
+        url=webhook.url,
+        actor=f"{actor.kind}:{actor.id}",
+    )
+
+
+def add_for(
+    uow: UnitOfWork,
+    clock: Clock,
+    box: SecretBox,
+    sender: WebhookSender,
+    actor: Actor,
+    *,
+    url: str,
+    events: tuple[str, ...] = (),
+) -> NewWebhook:
+    tenant_id = managing(actor, what="Adding webhook endpoints")
+    made = add(uow, clock, box, sender, tenant_id=tenant_id, url=url, events=events)
+    _audit(uow, clock, actor, "webhook.created", made.webhook)
+    return made
+
+
+def list_for(uow: UnitOfWork, actor: Actor) -> list[Webhook]:
+    return list_webhooks(uow, tenant_id=managing(actor, what="Seeing webhook endpoints"))
+
+
+def get_for(uow: UnitOfWork, actor: Actor, *, webhook_id: str) -> Webhook:
+    return get(
+        uow, tenant_id=managing(actor, what="Seeing webhook endpoints"), webhook_id=webhook_id
+    )
+
+
+def set_disabled_for(
+    uow: UnitOfWork, clock: Clock, actor: Actor, *, webhook_id: str, disabled: bool
+) -> Webhook:
+    what = "Disabling" if disabled else "Enabling"
+    tenant_id = managing(actor, what=f"{what} webhook endpoints")
+    webhook = set_disabled(uow, tenant_id=tenant_id, webhook_id=webhook_id, disabled=disabled)
+    _audit(uow, clock, actor, "webhook.disabled" if disabled else "webhook.enabled", webhook)
+    return webhook
+
+
+def delete_for(uow: UnitOfWork, clock: Clock, actor: Actor, *, webhook_id: str) -> Webhook:
+    tenant_id = managing(actor, what="Deleting webhook endpoints")
+    webhook = get(uow, tenant_id=tenant_id, webhook_id=webhook_id)
+    delete(uow, tenant_id=tenant_id, webhook_id=webhook.id)
+    _audit(uow, clock, actor, "webhook.deleted", webhook)
+    return webhook
+
+
+def deliveries_for(
+    uow: UnitOfWork, actor: Actor, *, webhook_id: str, limit: int = 100
+) -> list[WebhookDelivery]:
+    """The endpoint's latest delivery attempts, newest first."""
+    tenant_id = managing(actor, what="Seeing webhook deliveries")
+    return deliveries(uow, tenant_id=tenant_id, webhook_id=webhook_id, limit=limit)
+
+
+def redeliver_for(
+    uow: UnitOfWork, clock: Clock, actor: Actor, *, webhook_id: str, event_id: int
+) -> str:
+    tenant_id = managing(actor, what="Redelivering webhook events")
+    return redeliver(uow, clock, tenant_id=tenant_id, webhook_id=webhook_id, event_id=event_id)
 
 
 # --- one delivery ---------------------------------------------------------------------------------

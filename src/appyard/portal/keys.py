@@ -1,7 +1,8 @@
 """Keys and tokens: the tenant's API keys and tokens (made with the raw value shown once,
-listed, disabled, deleted), its managed signing keys (uploaded, made default, deleted), and
-its plan limits with this week's use. Webhook endpoints come with issue 12 (marked in
-keys.html)."""
+listed, disabled, deleted), its managed signing keys (uploaded, made default, deleted), its
+webhook endpoints (added with the ``whsec_`` secret shown once, listed with their latest
+deliveries, disabled, enabled, deleted; each with a page of its deliveries and "redeliver"),
+and its plan limits with this week's use."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from appyard import errors
-from appyard.core import apps, identity, signing_keys, tenants
-from appyard.core.models import Platform, TokenKind
+from appyard.core import apps, identity, signing_keys, tenants, webhooks
+from appyard.core.models import Platform, TokenKind, Webhook
 from appyard.portal.web import Portal, Session, portal
+
+LATEST_DELIVERIES = 5  # shown with each endpoint in the list
 
 
 def keys_context(p: Portal, session: Session) -> dict[str, Any]:
@@ -24,6 +27,10 @@ def keys_context(p: Portal, session: Session) -> dict[str, Any]:
         tokens = identity.member_token_list(uow, actor)
         usage = tenants.usage(uow, svc.clock, actor)
         app_list = [s.app for s in apps.list_apps(uow, actor)]
+        endpoints = [
+            (w, webhooks.deliveries_for(uow, actor, webhook_id=w.id, limit=LATEST_DELIVERIES))
+            for w in webhooks.list_for(uow, actor)
+        ]
         try:
             keys = signing_keys.list_for(uow, actor)
             keys_note = ""
@@ -35,9 +42,15 @@ def keys_context(p: Portal, session: Session) -> dict[str, Any]:
         "tokens": tokens,
         "usage": usage,
         "apps": app_list,
+        "app_names": {a.id: a.name for a in app_list},
         "signing_keys": keys,
         "keys_note": keys_note,
         "created": None,
+        "webhooks": endpoints,
+        "webhook_topics": webhooks.TOPICS,
+        "created_webhook": None,
+        "webhook_error": "",
+        "webhook_form": {"url": "", "events": []},
     }
 
 
@@ -67,10 +80,16 @@ def routes(app: FastAPI) -> None:
                     session.actor,
                     kind=kind,
                     name=form.get("name"),
-                    app_id=form.get("app") or None,
+                    # The app field is for app tokens only (the form says so).
+                    app_id=(form.get("app") or None) if kind is TokenKind.APP else None,
                 )
 
-        issued = await run_in_threadpool(make)
+        try:
+            issued = await run_in_threadpool(make)
+        except errors.AppyardError as exc:
+            if exc.status >= 500:
+                raise
+            return p.redirect("/keys#tokens", error=f"The key was not created: {exc.message}")
         context = await run_in_threadpool(keys_context, p, session)
         context["created"] = issued
         return p.render(request, "keys.html", session, status=201, **context)
@@ -154,3 +173,95 @@ def routes(app: FastAPI) -> None:
 
         notice = await run_in_threadpool(run)
         return p.redirect("/keys#signing", notice=notice)
+
+    # --- webhook endpoints --------------------------------------------------------------------
+
+    @app.post("/keys/webhooks")
+    async def add_webhook(request: Request) -> Response:
+        """The whsec_ secret is on this response only: shown once (it stays sealed)."""
+        p = portal(request)
+        session = p.signed_in(request)
+        form = await p.form(request, session)
+        url, events = form.get("url"), tuple(form.getlist("events"))  # none ticked: every event
+
+        def add() -> webhooks.NewWebhook:
+            svc = p.svc
+            if svc.sender is None:
+                raise RuntimeError("This appyard was started without a webhook sender.")
+            with svc.transaction() as uow:
+                return webhooks.add_for(
+                    uow, svc.clock, svc.sealer(), svc.sender, session.actor, url=url, events=events
+                )
+
+        try:
+            made = await run_in_threadpool(add)
+        except errors.AppyardError as exc:
+            if exc.status >= 500:
+                raise
+            context = await run_in_threadpool(keys_context, p, session)
+            context["webhook_error"] = exc.message
+            context["webhook_form"] = {"url": url, "events": list(events)}
+            return p.render(request, "keys.html", session, status=exc.status, **context)
+        context = await run_in_threadpool(keys_context, p, session)
+        context["created_webhook"] = made
+        return p.render(request, "keys.html", session, status=201, **context)
+
+    @app.get("/keys/webhooks/{webhook_id}")
+    def webhook_page(request: Request, webhook_id: str) -> Response:
+        p = portal(request)
+        session = p.signed_in(request)
+        with p.svc.uow() as uow:
+            webhook = webhooks.get_for(uow, session.actor, webhook_id=webhook_id)
+            found = webhooks.deliveries_for(uow, session.actor, webhook_id=webhook.id)
+        return p.render(request, "webhook.html", session, webhook=webhook, deliveries=found)
+
+    @app.post("/keys/webhooks/{webhook_id}/redeliver")
+    async def redeliver(request: Request, webhook_id: str) -> Response:
+        p = portal(request)
+        session = p.signed_in(request)
+        form = await p.form(request, session)
+        try:
+            event_id = int(form.get("event"))
+        except ValueError:
+            raise errors.InvalidField("Name the event to send again.", field="event") from None
+
+        def run() -> None:
+            svc = p.svc
+            with svc.transaction() as uow:
+                webhooks.redeliver_for(
+                    uow, svc.clock, session.actor, webhook_id=webhook_id, event_id=event_id
+                )
+
+        await run_in_threadpool(run)
+        return p.redirect(
+            f"/keys/webhooks/{webhook_id}",
+            notice=f"Event {event_id} will be delivered again; the attempt appears below.",
+        )
+
+    @app.post("/keys/webhooks/{webhook_id}/{action}")
+    async def change_webhook(request: Request, webhook_id: str, action: str) -> Response:
+        p = portal(request)
+        session = p.signed_in(request)
+        form = await p.form(request, session)
+        if action not in ("disable", "enable", "delete"):
+            raise errors.NotFound("Disable, enable or delete an endpoint.")
+
+        def run() -> Webhook:
+            svc = p.svc
+            with svc.transaction() as uow:
+                if action == "delete":
+                    return webhooks.delete_for(uow, svc.clock, session.actor, webhook_id=webhook_id)
+                return webhooks.set_disabled_for(
+                    uow,
+                    svc.clock,
+                    session.actor,
+                    webhook_id=webhook_id,
+                    disabled=action == "disable",
+                )
+
+        webhook = await run_in_threadpool(run)
+        done = {"disable": "disabled", "enable": "enabled", "delete": "deleted"}[action]
+        back = f"/keys/webhooks/{webhook.id}"
+        if action == "delete" or form.get("back") != "endpoint":
+            back = "/keys#webhooks"
+        return p.redirect(back, notice=f"Webhook endpoint {webhook.url} {done}.")

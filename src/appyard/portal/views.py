@@ -73,6 +73,10 @@ TOPICS = {
     "signing_key.added": "Signing key added",
     "signing_key.default_set": "Default signing key set",
     "signing_key.deleted": "Signing key deleted",
+    "webhook.created": "Webhook endpoint added",
+    "webhook.disabled": "Webhook endpoint disabled",
+    "webhook.enabled": "Webhook endpoint enabled",
+    "webhook.deleted": "Webhook endpoint deleted",
     "user.signed_in": "Signed in",
 }
 

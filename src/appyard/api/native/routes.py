@@ -394,20 +394,18 @@ def routes(app: FastAPI) -> None:
     @app.get("/webhooks")
     def list_webhooks(caller: Caller, svc: Svc) -> list[dict[str, Any]]:
         with svc.uow() as uow:
-            tenant_id = identity.require_member(caller, action="see webhook endpoints")
-            return [payloads.webhook(w) for w in webhooks.list_webhooks(uow, tenant_id=tenant_id)]
+            return [payloads.webhook(w) for w in webhooks.list_for(uow, caller)]
 
     @app.post("/webhooks", status_code=201)
     def add_webhook(body: NewWebhook, caller: Caller, svc: Svc) -> dict[str, Any]:
         assert svc.sender is not None
         with svc.transaction() as uow:
-            tenant_id = identity.require_member(caller, action="add webhook endpoints")
-            made = webhooks.add(
+            made = webhooks.add_for(
                 uow,
                 svc.clock,
                 svc.sealer(),
                 svc.sender,
-                tenant_id=tenant_id,
+                caller,
                 url=body.url,
                 events=tuple(body.events),
             )
@@ -418,32 +416,28 @@ def routes(app: FastAPI) -> None:
         if action not in ("disable", "enable"):
             raise errors.NotFound("Not found.")
         with svc.transaction() as uow:
-            tenant_id = identity.require_member(caller, action=f"{action} webhook endpoints")
-            made = webhooks.set_disabled(
-                uow, tenant_id=tenant_id, webhook_id=webhook_id, disabled=action == "disable"
+            made = webhooks.set_disabled_for(
+                uow, svc.clock, caller, webhook_id=webhook_id, disabled=action == "disable"
             )
         return payloads.webhook(made)
 
     @app.delete("/webhooks/{webhook_id}")
     def delete_webhook(webhook_id: str, caller: Caller, svc: Svc) -> dict[str, Any]:
         with svc.transaction() as uow:
-            tenant_id = identity.require_member(caller, action="delete webhook endpoints")
-            webhooks.delete(uow, tenant_id=tenant_id, webhook_id=webhook_id)
+            webhooks.delete_for(uow, svc.clock, caller, webhook_id=webhook_id)
         return {"id": webhook_id, "deleted": True}
 
     @app.get("/webhooks/{webhook_id}/deliveries")
     def webhook_deliveries(webhook_id: str, caller: Caller, svc: Svc) -> list[dict[str, Any]]:
         with svc.uow() as uow:
-            tenant_id = identity.require_member(caller, action="see webhook deliveries")
-            found = webhooks.deliveries(uow, tenant_id=tenant_id, webhook_id=webhook_id)
+            found = webhooks.deliveries_for(uow, caller, webhook_id=webhook_id)
         return [payloads.delivery(d) for d in found]
 
     @app.post("/webhooks/{webhook_id}/redeliver")
     def redeliver(webhook_id: str, body: Redelivery, caller: Caller, svc: Svc) -> dict[str, Any]:
         with svc.transaction() as uow:
-            tenant_id = identity.require_member(caller, action="redeliver webhook events")
-            job_id = webhooks.redeliver(
-                uow, svc.clock, tenant_id=tenant_id, webhook_id=webhook_id, event_id=body.event_id
+            job_id = webhooks.redeliver_for(
+                uow, svc.clock, caller, webhook_id=webhook_id, event_id=body.event_id
             )
         return {"webhook_id": webhook_id, "event_id": body.event_id, "job_id": job_id}
 
