@@ -339,8 +339,8 @@ class AutomationKeyLimited(errors.Forbidden):
 def require_native(actor: Actor, *, build_route: bool = False) -> None:
     """Who may use appyard's own API (``/appyard/v1``): people signed in to the portal; an
     automation key only on the build routes the CI client needs (a build, its findings, its
-    output, its upload and its install links, of the key's own tenant); no other token (management keys, CI
-    tokens, per-app and context tokens speak their own dialects)."""
+    output, its upload and its install links, of the key's own tenant); no other token
+    (management keys, CI tokens, per-app and context tokens speak their own dialects)."""
     if actor.is_user:
         return
     if actor.token_kind is not TokenKind.AUTOMATION:

@@ -53,7 +53,9 @@ def download_body(d: InstallDownload) -> dict[str, Any]:
 
 def routes(app: FastAPI) -> None:
     @app.post("/builds/{build}/install-links", status_code=201)
-    def create_install_link(build: str, body: NewLink, caller: BuildReader, svc: Svc) -> dict[str, Any]:
+    def create_install_link(
+        build: str, body: NewLink, caller: BuildReader, svc: Svc
+    ) -> dict[str, Any]:
         """A new install link for a completed build (409 while it is not)."""
         span = install_links.parse_expiry(body.expires)
         with svc.transaction() as uow:
