@@ -16,10 +16,10 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
-from appyard.core import outbox, tenants
+from appyard.core import outbox, telemetry, tenants
 from appyard.core.ids import new_id
 from appyard.core.models import Build, BuildStatus, Finding, Job, JobState, Stage
-from appyard.core.ports import Clock, UnitOfWork
+from appyard.core.ports import Claimed, Clock, UnitOfWork
 
 MAX_ATTEMPTS = 3
 
@@ -30,6 +30,7 @@ VALIDATE_VERSION = "version.validate"  # a store version's validation run
 KEEP_BUILD = "build.keep"  # a custom-platform package: stored as it is, nothing to inspect
 NOTIFY_BUILD = "mail.build"  # email the people a build's uploader asked to notify
 DELIVER_WEBHOOK = "webhook.deliver"  # POST one event to one endpoint
+APPLY_RETENTION = "retention.apply"  # remove a tenant's builds its retention rules let go
 
 
 def create(
@@ -42,11 +43,14 @@ def create(
     waiting: bool = False,
     payload: dict[str, Any] | None = None,
     max_attempts: int = MAX_ATTEMPTS,
+    job_id: str | None = None,
 ) -> Job:
-    """A new job; ``waiting`` until its input arrives (:func:`release`), else queued now."""
+    """A new job; ``waiting`` until its input arrives (:func:`release`), else queued now.
+    ``job_id``: a chosen id, so that a job made by several machines at once is made once (the
+    second gets ``Conflict``)."""
     now = clock.now()
     job = Job(
-        id=new_id("jb"),
+        id=job_id or new_id("jb"),
         tenant_id=tenant_id,
         build_id=build_id,
         kind=kind,
@@ -105,25 +109,32 @@ def claim(uow: UnitOfWork, clock: Clock, *, owner: str, lease_seconds: int) -> J
     full: set[str] = set()
     for _ in range(20):
         with uow.savepoint() as point:
-            job = uow.jobs.claim_next(owner, now, until, skip_tenants=frozenset(full))
-            if job is None:
+            claimed = uow.jobs.claim_next(owner, now, until, skip_tenants=frozenset(full))
+            if claimed is None:
                 return None
+            job = claimed.job
             if job.build_id is None:
-                return job
+                return _claimed(uow, claimed)
             tenant = uow.tenants.get(job.tenant_id)
             limit = tenants.limits(tenant).concurrent_builds if tenant else None
             if limit is None:
-                return _started(uow, clock, job)
+                return _started(uow, clock, _claimed(uow, claimed))
             # Held until the caller commits: the count and the claim are one step for this
             # tenant across every worker (another claimer holding it: try another tenant).
             if (
                 uow.jobs.lock_tenant(job.tenant_id)
                 and uow.jobs.count_running(job.tenant_id, now, but=job.id) < limit
             ):
-                return _started(uow, clock, job)
+                return _started(uow, clock, _claimed(uow, claimed))
             point.rollback()
             full.add(job.tenant_id)
     return None
+
+
+def _claimed(uow: UnitOfWork, claimed: Claimed) -> Job:
+    if claimed.lease_expired:
+        telemetry.count(uow, "job.lease_expired", kind=claimed.job.kind)
+    return claimed.job
 
 
 def _started(uow: UnitOfWork, clock: Clock, job: Job) -> Job:
@@ -164,6 +175,8 @@ def backoff(attempt: int, *, base: timedelta, cap: timedelta) -> timedelta:
 
 def _give_up(uow: UnitOfWork, clock: Clock, job: Job) -> None:
     now = clock.now()
+    if job.state is JobState.RUNNING:
+        telemetry.count(uow, "job.lease_expired", kind=job.kind)
     uow.jobs.save(
         replace(job, state=JobState.FAILED, lease_owner=None, lease_until=None, updated_at=now)
     )
