@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import re
+import secrets
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,6 +34,15 @@ CONTEXT_FIELDS = ("request_id", "tenant_id", "build_id", "job_id")
 _CONTEXT: dict[str, contextvars.ContextVar[str | None]] = {
     name: contextvars.ContextVar(f"appyard_{name}", default=None) for name in CONTEXT_FIELDS
 }
+
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+def request_id(asked: str | None) -> str:
+    """The client's ``X-Request-ID`` when it is sane (1-128 of ``A-Za-z0-9._:-``), else a new
+    one."""
+    return asked if asked and _REQUEST_ID.match(asked) else secrets.token_hex(16)
 
 
 def redact(text: str) -> str:

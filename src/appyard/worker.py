@@ -15,7 +15,6 @@ import os
 import socket
 import threading
 import time
-
 from datetime import timedelta
 
 from appyard import logs, metrics

@@ -12,8 +12,6 @@ response, so a large upload or download costs one line and a few counter updates
 from __future__ import annotations
 
 import logging
-import re
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 
@@ -29,14 +27,7 @@ from appyard.core.context import Services
 
 log = logging.getLogger("appyard.access")
 
-REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 UNMATCHED = "unmatched"  # the route label of a path no route matched (no label per raw path)
-
-
-def request_id_for(headers: Headers) -> str:
-    """The client's ``X-Request-ID`` when it is sane, else a new one."""
-    asked = headers.get("x-request-id", "")
-    return asked if REQUEST_ID.match(asked) else secrets.token_hex(16)
 
 
 def route_template(scope: Scope, root_path: str) -> str:
@@ -82,7 +73,7 @@ class Observe:
         started = time.perf_counter()
         headers = Headers(scope=scope)
         state = scope.setdefault("state", {})
-        rid = state.get("request_id") or request_id_for(headers)
+        rid = state.get("request_id") or logs.request_id(headers.get("x-request-id"))
         state["request_id"] = rid
         root_path = str(scope.get("root_path", ""))
         method = str(scope.get("method", ""))
