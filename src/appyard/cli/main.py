@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 
 from appyard import metrics
-from appyard.cli import admin, admin_going_out
+from appyard.cli import admin, admin_going_out, admin_ops
 from appyard.cli.common import ctx_obj, runtime_from, set_data_dir
 from appyard.core import identity, tenants
 from appyard.core.models import Plan, TokenKind
@@ -25,6 +25,7 @@ app = typer.Typer(
 )
 app.add_typer(admin.app, name="admin")  # admin_going_out adds its commands to it
 assert admin_going_out.__name__  # its import registers its commands on admin.app
+assert admin_ops.__name__  # so does this one's
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 console = Console()

@@ -16,6 +16,7 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
+from appyard import errors
 from appyard.core import outbox, telemetry, tenants
 from appyard.core.ids import new_id
 from appyard.core.models import Build, BuildStatus, Finding, Job, JobState, Stage
@@ -267,3 +268,87 @@ def fail(uow: UnitOfWork, clock: Clock, *, job: Job, message: str) -> None:
     build = uow.builds.get(job.build_id)
     assert build is not None
     finished(uow, clock, build, status=BuildStatus.FAILED, error_message=message)
+
+
+# --- an operator's actions (appyard admin jobs) -------------------------------------------------
+
+
+class JobNotRetryable(errors.Conflict):
+    """Only a failed or cancelled job can be run again."""
+
+    code = "job.not_retryable"
+
+
+class JobFinished(errors.Conflict):
+    """The job has already finished."""
+
+    code = "job.finished"
+
+
+def _operated(uow: UnitOfWork, job_id: str) -> Job:
+    job = uow.jobs.get(job_id)
+    if job is None:
+        raise errors.JobNotFound(f"Job {job_id} not found.")
+    return job
+
+
+def run_again(uow: UnitOfWork, clock: Clock, *, job_id: str) -> Job:
+    """Queue a failed or cancelled job again with fresh attempts; its build (if any) shows as
+    processing until the job ends."""
+    job = _operated(uow, job_id)
+    if job.state not in (JobState.FAILED, JobState.CANCELLED):
+        raise JobNotRetryable(
+            f"Job {job.id} is {job.state.value}; only failed or cancelled jobs run again."
+        )
+    now = clock.now()
+    if job.build_id is not None:
+        build = uow.builds.get(job.build_id)
+        if build is None or build.deleted:
+            raise JobNotRetryable(f"Job {job.id}'s build was deleted.")
+        busy = [
+            j
+            for j in uow.jobs.for_build(build.id)
+            if j.id != job.id and j.state in (JobState.QUEUED, JobState.RUNNING)
+        ]
+        if busy:
+            raise JobNotRetryable(f"Build {build.id} has job {busy[0].id} in progress.")
+        uow.builds.save(
+            replace(
+                build,
+                status=BuildStatus.PROCESSING,
+                progress=Stage.QUEUED,
+                error_message=None,
+                finished_at=None,
+                updated_at=now,
+            )
+        )
+    queued = replace(
+        job,
+        state=JobState.QUEUED,
+        attempts=0,
+        lease_owner=None,
+        lease_until=None,
+        run_after=None,
+        updated_at=now,
+    )
+    uow.jobs.save(queued)
+    outbox.wake(uow, clock, job_id=job.id, kind=job.kind, tenant_id=job.tenant_id)
+    return queued
+
+
+def cancel(uow: UnitOfWork, clock: Clock, *, job_id: str, reason: str) -> Job:
+    """Stop a job that has not finished: it is not claimed again, a worker running it loses
+    its lease (and stops at its next stage), and its build fails with ``reason``."""
+    job = _operated(uow, job_id)
+    if job.state in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED):
+        raise JobFinished(f"Job {job.id} has already {job.state.value}.")
+    now = clock.now()
+    cancelled = replace(
+        job, state=JobState.CANCELLED, lease_owner=None, lease_until=None, updated_at=now
+    )
+    uow.jobs.save(cancelled)
+    if job.build_id is not None:
+        build = uow.builds.get(job.build_id)
+        if build is not None and build.status is BuildStatus.PROCESSING:
+            finished(uow, clock, build, status=BuildStatus.FAILED, error_message=reason)
+    return cancelled
