@@ -229,6 +229,7 @@ def test_json_lines_carry_the_context_and_never_a_secret() -> None:
     first, failed, outside = lines
     assert first["request_id"] == "r-1" and first["job_id"] == "jb_1"
     assert first["build_id"] == "bd_1" and first["level"] == "INFO"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", first["time"])
     assert first["logger"] == "appyard.test-json"
     assert "topsecret" not in records[0] and "abc.def" not in records[0]
     assert "hunter2" not in records[0] and "hunter2" not in records[1]
