@@ -127,7 +127,7 @@ class JsonLineFormatter(JsonFormatter):
             rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
         )
 
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         """ISO 8601 in UTC, to the millisecond: what log shippers parse without help."""
         return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
 
