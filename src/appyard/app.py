@@ -83,4 +83,5 @@ def app_from_env() -> FastAPI:
 
     settings = Settings()
     setup_logging(settings.log_level, settings.log_format)
+    metrics.setup(settings.metrics_dir)  # Granian's worker processes share their counters
     return create_app(settings)
