@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import APPYARD, FIXTURES, free_port, wait_for_port
@@ -211,8 +210,7 @@ def test_a_backup_of_a_running_server_restores_into_an_empty_folder(tmp_path: Pa
         again.stop()
 
 
-@pytest.mark.parametrize("target", ["file"])
-def test_restore_refuses_what_is_not_a_backup(tmp_path: Path, target: str) -> None:
+def test_restore_refuses_what_is_not_a_backup(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("APPYARD_")}
     result = subprocess.run(
