@@ -10,10 +10,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from appyard import portal
+from appyard import metrics, portal
 from appyard.api import kit
 from appyard.api.dialects import DIALECTS
 from appyard.api.native.routes import API as NATIVE_API
+from appyard.api.observe import Observe, metrics_endpoint
 from appyard.backends.storage.local_http import blob_app
 from appyard.health import readyz
 from appyard.runtime import Runtime, build_runtime
@@ -42,6 +43,7 @@ def create_app(
                 svc,
                 concurrency=runtime.settings.worker_concurrency,
                 sweep_seconds=runtime.settings.upload_sweep_seconds,
+                retention_seconds=runtime.settings.retention_interval_seconds,
             )
             worker.start()
         app.state.worker = worker
@@ -49,15 +51,23 @@ def create_app(
         if worker is not None:
             worker.stop()
 
+    metrics.setup()  # this process's metrics (the CLI chose multiprocess mode before, if so)
     app = FastAPI(title="appyard", version="0.1.0", lifespan=lifespan)
     app.state.services = svc
     app.state.runtime = runtime
+    app.add_middleware(Observe)  # X-Request-ID, the access log line and request metrics
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     app.add_route("/readyz", readyz(runtime.engine, svc.store, svc.queue), methods=["GET"])
+    token = runtime.settings.metrics_token
+    app.add_route(
+        "/metrics",
+        metrics_endpoint(svc, token.get_secret_value() if token else None),
+        methods=["GET"],
+    )
 
     if runtime.local_store is not None:
         accel = runtime.settings.download_accel_redirect
@@ -76,5 +86,6 @@ def app_from_env() -> FastAPI:
 
     os.umask(0o077)  # data files 0600, folders 0700
     settings = Settings()
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
+    metrics.setup(settings.metrics_dir)  # Granian's worker processes share their counters
     return create_app(settings)

@@ -8,26 +8,34 @@ Each check has its own time limit, so a hung dependency is named rather than wai
 :func:`readyz` makes the ``GET /readyz`` endpoint: 200 ``{"status": "ready", ...}``, or 503
 ``{"status": "unavailable", "failing": ["database"], "checks": {...}}`` with one sentence
 per failing part. Liveness (``/healthz``) stays a plain answer of the process.
+
+:class:`HealthServer` answers the same, and ``/metrics``, on ``appyard worker``'s own port.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from appyard import logs, metrics
 from appyard.backends.db import migrate
+from appyard.core.context import Services
 from appyard.core.ports import BlobStore, JobQueue
 
 log = logging.getLogger("appyard.health")
+log_access = logging.getLogger("appyard.access")
 
 CHECK_TIMEOUT = 5.0  # seconds per part
 
@@ -138,3 +146,94 @@ def readyz(
         return JSONResponse(result.to_dict(), status_code=200 if result.ready else 503)
 
     return endpoint
+
+
+class HealthServer:
+    """``appyard worker``'s own port (``APPYARD_WORKER_HEALTH_PORT``): ``GET /healthz``
+    (liveness: the process answers), ``/readyz`` (the same checks as the API's) and
+    ``/metrics`` (``APPYARD_METRICS_TOKEN`` applies), from a thread of its own. Every answer
+    carries ``X-Request-ID``; each request is one access log line."""
+
+    def __init__(
+        self,
+        services: Services,
+        engine: Engine,
+        host: str,
+        port: int,
+        *,
+        metrics_token: str | None = None,
+        timeout: float = CHECK_TIMEOUT,
+    ) -> None:
+        self.services = services
+        self.engine = engine
+        self.metrics_token = metrics_token
+        self.timeout = timeout
+        self._server = ThreadingHTTPServer((host, port), self._handler())
+        self._server.daemon_threads = True
+        self.port = int(self._server.server_address[1])
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="appyard-health", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def answer(self, path: str, authorization: str | None) -> tuple[int, str, bytes]:
+        """(status, content type, body) for a GET of ``path``."""
+        if path == "/healthz":
+            return 200, "application/json", b'{"status": "ok"}'
+        if path == "/readyz":
+            svc = self.services
+            result = asyncio.run(readiness(self.engine, svc.store, svc.queue, timeout=self.timeout))
+            body = json.dumps(result.to_dict()).encode()
+            return (200 if result.ready else 503), "application/json", body
+        if path == "/metrics":
+            token = self.metrics_token
+            if token and not metrics.authorized(authorization, token):
+                return 401, "application/json", b'{"error": "Send the metrics token."}'
+            return 200, metrics.CONTENT_TYPE, metrics.exposition(self.services)
+        return 404, "application/json", b'{"error": "Not found."}'
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                started = time.perf_counter()
+                rid = logs.request_id(self.headers.get("x-request-id"))
+                path = self.path.split("?", 1)[0]
+                with logs.bound(request_id=rid):
+                    try:
+                        status, media, body = server.answer(path, self.headers.get("authorization"))
+                    except Exception:
+                        log.exception("health.failed path=%s", path)
+                        status, media, body = 500, "application/json", b'{"error": "failed"}'
+                    self.send_response(status)
+                    self.send_header("Content-Type", media)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.send_header("X-Request-ID", rid)
+                    self.end_headers()
+                    self.wfile.write(body)
+                    log_access.info(
+                        "http.request method=GET path=%s status=%d bytes=%d duration_ms=%.1f "
+                        "request_id=%s tenant_id=-",
+                        logs.redact(path),
+                        status,
+                        len(body),
+                        (time.perf_counter() - started) * 1000,
+                        rid,
+                    )
+
+            def log_message(self, format: str, *args: object) -> None:
+                return None  # the access line above replaces the standard library's
+
+        return Handler

@@ -11,6 +11,7 @@ import base64
 import importlib.util
 import os
 import secrets
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
@@ -68,6 +69,15 @@ class Settings(BaseSettings):
     multipart_chunk_size: int = 10 * MIB
     upload_expiry_seconds: int = Field(default=3600, ge=1)
     log_level: str = "INFO"
+    # text: one line per event for people (the default); json: one JSON object per line.
+    log_format: Literal["text", "json"] = "text"
+    # /metrics (Prometheus text format) on the API port and the worker's health port: open
+    # by default; with a token it needs `Authorization: Bearer <token>`.
+    metrics_token: SecretStr | None = None
+    # `appyard worker` answers /healthz, /readyz and /metrics on this port (0: none).
+    worker_health_port: int = Field(default=0, ge=0, le=65535)
+    # How often a worker schedules the retention job of each tenant with rules (seconds).
+    retention_interval_seconds: float = Field(default=3600.0, gt=0)
     # Protection transforms (docs/protection.md). Strip patterns: comma separated fnmatch
     # patterns for protect.strip_debug; empty means appyard's default list.
     strip_patterns: str = ""
@@ -157,6 +167,12 @@ class Settings(BaseSettings):
         if self.download_port is None:
             return self.port + 1 if 0 < self.port < 65535 else 0
         return self.download_port
+
+    @property
+    def metrics_dir(self) -> Path:
+        """Where this machine's processes keep their metrics (prometheus-client's multiprocess
+        mode); one folder per host, since containers may share the data volume."""
+        return self.data_dir / "metrics" / socket.gethostname().replace("/", "_")
 
     @property
     def embedded_queue(self) -> bool:

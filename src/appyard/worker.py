@@ -1,5 +1,8 @@
 """Workers: claim job rows and run each with the handler of its kind, renew leases; relay the
-outbox; sweep uploads and stalled builds.
+outbox; sweep uploads and stalled builds, and schedule the retention jobs.
+
+Each job runs with its job id, build id and tenant id in the log context, and is counted in
+the metrics (kind, outcome, duration, attempt).
 
 ``appyard worker`` runs :class:`Worker`; the embedded ``appyard serve`` starts the same
 threads inside the server process.
@@ -12,15 +15,18 @@ import os
 import socket
 import threading
 import time
+from datetime import timedelta
 
-from appyard.core import arrivals, builds, jobs
+from appyard import logs, metrics
+from appyard.core import arrivals, builds, jobs, retention
 from appyard.core.context import Services
-from appyard.core.models import Job
+from appyard.core.models import Job, JobState
 from appyard.pipeline.handlers import HANDLERS, Handler
 
 log = logging.getLogger("appyard.worker")
 
 SWEEP_SECONDS = 30.0
+RETENTION_SECONDS = 3600.0
 RELAY_SECONDS = 2.0  # the outbox, and (stores that do not report them) upload arrivals
 IDLE_POLL_SECONDS = 2.0
 
@@ -34,8 +40,11 @@ class Worker:
         name: str | None = None,
         sweep_seconds: float = SWEEP_SECONDS,
         handlers: dict[str, Handler] | None = None,
+        retention_seconds: float = RETENTION_SECONDS,
     ):
         self.services = services
+        self.retention_seconds = retention_seconds
+        self._last_retention: float | None = None  # the first sweep schedules
         self.concurrency = concurrency
         self.sweep_seconds = sweep_seconds
         self.handlers = HANDLERS if handlers is None else handlers
@@ -82,11 +91,36 @@ class Worker:
             owner,
         )
         handler = self.handlers.get(job.kind)
-        if handler is None:
-            self._unknown(job)
-        else:
-            handler(s, job, owner)
+        started = time.monotonic()
+        with logs.bound(job_id=job.id, build_id=job.build_id, tenant_id=job.tenant_id):
+            try:
+                if handler is None:
+                    self._unknown(job)
+                else:
+                    handler(s, job, owner)
+            finally:
+                self._observe(job, owner, time.monotonic() - started)
         return True
+
+    def _observe(self, job: Job, owner: str, seconds: float) -> None:
+        """Count the run by what became of the job: succeeded, failed, cancelled, retried
+        (queued again), lost (another worker holds it now) or interrupted (still ours: the
+        handler raised)."""
+        try:
+            with self.services.uow() as uow:
+                current = uow.jobs.get(job.id)
+        except Exception:
+            log.warning("job.unobserved job_id=%s", job.id, exc_info=True)
+            return
+        state = current.state if current is not None else JobState.CANCELLED
+        if state is JobState.QUEUED:
+            outcome = "retried"
+        elif state is JobState.RUNNING:
+            held = current is not None and current.lease_owner == owner
+            outcome = "interrupted" if held else "lost"
+        else:
+            outcome = state.value
+        metrics.observe_job(kind=job.kind, outcome=outcome, seconds=seconds, attempt=job.attempts)
 
     def _unknown(self, job: Job) -> None:
         log.error("job.unknown_kind job_id=%s kind=%s", job.id, job.kind)
@@ -125,6 +159,15 @@ class Worker:
             log.info("uploads.expired count=%d", expired)
         if stalled:
             log.info("builds.timed_out count=%d", stalled)
+        now = time.monotonic()
+        if self._last_retention is None or now - self._last_retention >= self.retention_seconds:
+            self._last_retention = now
+            with s.transaction() as uow:
+                scheduled = retention.schedule(
+                    uow, s.clock, every=timedelta(seconds=self.retention_seconds)
+                )
+            if scheduled:
+                log.info("retention.scheduled count=%d", scheduled)
 
     def _maybe_sweep(self) -> None:
         now = time.monotonic()

@@ -96,8 +96,9 @@ def test_compose_starts_everything_in_a_health_checked_order() -> None:
     assert after("bucket") == {"s3": "service_healthy"}
     assert after("proxy") == {"api": "service_healthy", "tls": "service_completed_successfully"}
     assert "healthcheck" not in services["api"]  # the image's HEALTHCHECK (/readyz)
-    for name in ("worker-1", "worker-2"):
-        assert services[name]["healthcheck"] == {"disable": True}
+    for name in ("worker-1", "worker-2"):  # readiness on the worker's own health port
+        port = services[name]["environment"]["APPYARD_WORKER_HEALTH_PORT"]
+        assert f"127.0.0.1:{port}/readyz" in " ".join(services[name]["healthcheck"]["test"])
     assert services["proxy"]["ports"] == ["8443:443"]  # the one published port
     for name in ("redis", "s3"):
         assert "healthcheck" in services[name], name

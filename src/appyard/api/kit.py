@@ -105,6 +105,7 @@ def authenticator(extract: Extractor, missing: str) -> Callable[[Request, Servic
         with svc.uow() as uow:
             actor = identity.authenticate(uow, svc.clock, credential)
             uow.commit()  # last_used_at
+        request.state.tenant_id = actor.tenant_id  # for the access log line
         return actor
 
     return authenticated
@@ -267,9 +268,11 @@ class Guard:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        asked = headers.get("x-request-id", "")
+        state = scope.setdefault("state", {})
+        asked = state.get("request_id") or headers.get("x-request-id", "")  # api/observe.py's
         rid = asked if _REQUEST_ID.match(asked) else secrets.token_hex(16)
-        scope.setdefault("state", {})["request_id"] = rid
+        state["request_id"] = rid
+        state["dialect"] = self.dialect.name  # the request metrics' and access log's label
         started = False
 
         async def send_with_id(message: Message) -> None:

@@ -15,12 +15,13 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from appyard.cli import admin, admin_going_out, client, exits
+from appyard import metrics
+from appyard.cli import admin, admin_going_out, admin_ops, client, exits
 from appyard.cli.common import ctx_obj, runtime_from, set_data_dir
 from appyard.cli.reports import appyard_version
 from appyard.core import identity, signing_keys, tenants
 from appyard.core.models import Plan, TokenKind
-from appyard.logs import setup_logging
+from appyard.logs import granian_dictconfig, setup_logging
 from appyard.runtime import check_backends
 
 app = typer.Typer(
@@ -30,6 +31,7 @@ app = typer.Typer(
 )
 app.add_typer(admin.app, name="admin")  # admin_going_out adds its commands to it
 assert admin_going_out.__name__  # its import registers its commands on admin.app
+assert admin_ops.__name__  # so does this one's
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 client.register(app)
@@ -151,7 +153,8 @@ def serve(
     if listen_downloads and not settings.download_url and not settings.public_url:
         obj.overrides["download_url"] = f"http://{settings.host}:{listen_downloads}"
         settings = obj.settings()
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
+    metrics.setup(settings.metrics_dir)  # shared with this machine's other appyard processes
     runtime = runtime_from(ctx, create_database=True)  # migrates the embedded database
     check_backends(runtime)  # the bucket, in one sentence, before listening
     runtime.services.tidy()  # what a killed predecessor left behind
@@ -201,8 +204,8 @@ def _serve_in_process(asgi: Any, host: str, port: int) -> None:
             address=host,
             port=port,
             interface=Interfaces.ASGI,
-            log_access=False,
-            log_dictconfig={"version": 1, "disable_existing_loggers": False},
+            log_access=False,  # appyard writes its own access line (api/observe.py)
+            log_dictconfig=granian_dictconfig(),  # Granian's lines in appyard's format
         )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -224,6 +227,12 @@ def worker(
         int | None,
         typer.Option(min=1, max=64, help="jobs processed at once (APPYARD_WORKER_CONCURRENCY)"),
     ] = None,
+    health_port: Annotated[
+        int | None,
+        typer.Option(
+            min=0, max=65535, help="/healthz, /readyz, /metrics (APPYARD_WORKER_HEALTH_PORT)"
+        ),
+    ] = None,
 ) -> None:
     """Process jobs beside `appyard serve` (scale-out: any number, on any machines).
 
@@ -233,14 +242,40 @@ def worker(
 
     from appyard.worker import Worker
 
-    settings = ctx_obj(ctx).settings()
-    setup_logging(settings.log_level)
+    obj = ctx_obj(ctx)
+    if health_port is not None:
+        obj.overrides["worker_health_port"] = health_port
+    settings = obj.settings()
+    setup_logging(settings.log_level, settings.log_format)
+    metrics.setup(settings.metrics_dir)
     runtime = runtime_from(ctx)
     check_backends(runtime)
+    health = None
+    if settings.worker_health_port:
+        from appyard.health import HealthServer
+
+        token = settings.metrics_token
+        try:
+            health = HealthServer(
+                runtime.services,
+                runtime.engine,
+                settings.host,
+                settings.worker_health_port,
+                metrics_token=token.get_secret_value() if token else None,
+            )
+        except OSError as exc:
+            console.print(
+                f"[red]Cannot listen for health checks on {settings.host}:"
+                f"{settings.worker_health_port}: {exc.strerror or exc}.[/red]"
+            )
+            raise typer.Exit(1) from None
+        health.start()
+        console.print(f"worker health on http://{settings.host}:{health.port}")
     w = Worker(
         runtime.services,
         concurrency=concurrency or settings.worker_concurrency,
         sweep_seconds=settings.upload_sweep_seconds,
+        retention_seconds=settings.retention_interval_seconds,
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -248,6 +283,8 @@ def worker(
     w.start()
     stop.wait()
     w.stop()
+    if health is not None:
+        health.stop()
 
 
 @db_app.command("upgrade")

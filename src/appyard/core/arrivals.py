@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from appyard import errors
-from appyard.core import builds, identity, signing_keys, uploads
+from appyard.core import builds, identity, signing_keys, telemetry, uploads
 from appyard.core.context import Services
 from appyard.core.models import Actor, Upload, UploadPurpose, UploadState
 from appyard.core.ports import BlobInfo, UnitOfWork
@@ -71,6 +71,7 @@ def stored(svc: Services, uow: UnitOfWork, *, key: str, info: BlobInfo) -> Uploa
     ):
         return None  # noticed at the same moment elsewhere: that one carries on
     received = uow.uploads.get(upload.id) or upload
+    telemetry.count(uow, "upload.ended", purpose=upload.purpose.value, state="received")
     PURPOSES[upload.purpose].arrived(svc, uow, received, info)
     log.info(
         "upload.arrived upload_id=%s purpose=%s bytes=%d",

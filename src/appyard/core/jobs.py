@@ -16,10 +16,11 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
-from appyard.core import outbox, tenants
+from appyard import errors
+from appyard.core import outbox, telemetry, tenants
 from appyard.core.ids import new_id
 from appyard.core.models import Build, BuildStatus, Finding, Job, JobState, Stage
-from appyard.core.ports import Clock, UnitOfWork
+from appyard.core.ports import Claimed, Clock, UnitOfWork
 
 MAX_ATTEMPTS = 3
 
@@ -30,6 +31,7 @@ VALIDATE_VERSION = "version.validate"  # a store version's validation run
 KEEP_BUILD = "build.keep"  # a custom-platform package: stored as it is, nothing to inspect
 NOTIFY_BUILD = "mail.build"  # email the people a build's uploader asked to notify
 DELIVER_WEBHOOK = "webhook.deliver"  # POST one event to one endpoint
+APPLY_RETENTION = "retention.apply"  # remove a tenant's builds its retention rules let go
 
 
 def create(
@@ -42,11 +44,14 @@ def create(
     waiting: bool = False,
     payload: dict[str, Any] | None = None,
     max_attempts: int = MAX_ATTEMPTS,
+    job_id: str | None = None,
 ) -> Job:
-    """A new job; ``waiting`` until its input arrives (:func:`release`), else queued now."""
+    """A new job; ``waiting`` until its input arrives (:func:`release`), else queued now.
+    ``job_id``: a chosen id, so that a job made by several machines at once is made once (the
+    second gets ``Conflict``)."""
     now = clock.now()
     job = Job(
-        id=new_id("jb"),
+        id=job_id or new_id("jb"),
         tenant_id=tenant_id,
         build_id=build_id,
         kind=kind,
@@ -105,25 +110,32 @@ def claim(uow: UnitOfWork, clock: Clock, *, owner: str, lease_seconds: int) -> J
     full: set[str] = set()
     for _ in range(20):
         with uow.savepoint() as point:
-            job = uow.jobs.claim_next(owner, now, until, skip_tenants=frozenset(full))
-            if job is None:
+            claimed = uow.jobs.claim_next(owner, now, until, skip_tenants=frozenset(full))
+            if claimed is None:
                 return None
+            job = claimed.job
             if job.build_id is None:
-                return job
+                return _claimed(uow, claimed)
             tenant = uow.tenants.get(job.tenant_id)
             limit = tenants.limits(tenant).concurrent_builds if tenant else None
             if limit is None:
-                return _started(uow, clock, job)
+                return _started(uow, clock, _claimed(uow, claimed))
             # Held until the caller commits: the count and the claim are one step for this
             # tenant across every worker (another claimer holding it: try another tenant).
             if (
                 uow.jobs.lock_tenant(job.tenant_id)
                 and uow.jobs.count_running(job.tenant_id, now, but=job.id) < limit
             ):
-                return _started(uow, clock, job)
+                return _started(uow, clock, _claimed(uow, claimed))
             point.rollback()
             full.add(job.tenant_id)
     return None
+
+
+def _claimed(uow: UnitOfWork, claimed: Claimed) -> Job:
+    if claimed.lease_expired:
+        telemetry.count(uow, "job.lease_expired", kind=claimed.job.kind)
+    return claimed.job
 
 
 def _started(uow: UnitOfWork, clock: Clock, job: Job) -> Job:
@@ -164,6 +176,8 @@ def backoff(attempt: int, *, base: timedelta, cap: timedelta) -> timedelta:
 
 def _give_up(uow: UnitOfWork, clock: Clock, job: Job) -> None:
     now = clock.now()
+    if job.state is JobState.RUNNING:
+        telemetry.count(uow, "job.lease_expired", kind=job.kind)
     uow.jobs.save(
         replace(job, state=JobState.FAILED, lease_owner=None, lease_until=None, updated_at=now)
     )
@@ -254,3 +268,87 @@ def fail(uow: UnitOfWork, clock: Clock, *, job: Job, message: str) -> None:
     build = uow.builds.get(job.build_id)
     assert build is not None
     finished(uow, clock, build, status=BuildStatus.FAILED, error_message=message)
+
+
+# --- an operator's actions (appyard admin jobs) -------------------------------------------------
+
+
+class JobNotRetryable(errors.Conflict):
+    """Only a failed or cancelled job can be run again."""
+
+    code = "job.not_retryable"
+
+
+class JobFinished(errors.Conflict):
+    """The job has already finished."""
+
+    code = "job.finished"
+
+
+def _operated(uow: UnitOfWork, job_id: str) -> Job:
+    job = uow.jobs.get(job_id)
+    if job is None:
+        raise errors.JobNotFound(f"Job {job_id} not found.")
+    return job
+
+
+def run_again(uow: UnitOfWork, clock: Clock, *, job_id: str) -> Job:
+    """Queue a failed or cancelled job again with fresh attempts; its build (if any) shows as
+    processing until the job ends."""
+    job = _operated(uow, job_id)
+    if job.state not in (JobState.FAILED, JobState.CANCELLED):
+        raise JobNotRetryable(
+            f"Job {job.id} is {job.state.value}; only failed or cancelled jobs run again."
+        )
+    now = clock.now()
+    if job.build_id is not None:
+        build = uow.builds.get(job.build_id)
+        if build is None or build.deleted:
+            raise JobNotRetryable(f"Job {job.id}'s build was deleted.")
+        busy = [
+            j
+            for j in uow.jobs.for_build(build.id)
+            if j.id != job.id and j.state in (JobState.QUEUED, JobState.RUNNING)
+        ]
+        if busy:
+            raise JobNotRetryable(f"Build {build.id} has job {busy[0].id} in progress.")
+        uow.builds.save(
+            replace(
+                build,
+                status=BuildStatus.PROCESSING,
+                progress=Stage.QUEUED,
+                error_message=None,
+                finished_at=None,
+                updated_at=now,
+            )
+        )
+    queued = replace(
+        job,
+        state=JobState.QUEUED,
+        attempts=0,
+        lease_owner=None,
+        lease_until=None,
+        run_after=None,
+        updated_at=now,
+    )
+    uow.jobs.save(queued)
+    outbox.wake(uow, clock, job_id=job.id, kind=job.kind, tenant_id=job.tenant_id)
+    return queued
+
+
+def cancel(uow: UnitOfWork, clock: Clock, *, job_id: str, reason: str) -> Job:
+    """Stop a job that has not finished: it is not claimed again, a worker running it loses
+    its lease (and stops at its next stage), and its build fails with ``reason``."""
+    job = _operated(uow, job_id)
+    if job.state in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED):
+        raise JobFinished(f"Job {job.id} has already {job.state.value}.")
+    now = clock.now()
+    cancelled = replace(
+        job, state=JobState.CANCELLED, lease_owner=None, lease_until=None, updated_at=now
+    )
+    uow.jobs.save(cancelled)
+    if job.build_id is not None:
+        build = uow.builds.get(job.build_id)
+        if build is not None and build.status is BuildStatus.PROCESSING:
+            finished(uow, clock, build, status=BuildStatus.FAILED, error_message=reason)
+    return cancelled

@@ -260,6 +260,21 @@ class Build:
     meta: dict[str, Any] = field(default_factory=dict)  # what the client said (name, commit, ...)
     started_at: datetime | None = None  # a worker first took its job
     finished_at: datetime | None = None  # it completed or failed
+    pinned: bool = False  # an operator keeps it: retention never removes it
+
+
+@dataclass(frozen=True)
+class RetentionRule:
+    """How long a tenant keeps its builds (``app_id`` None: the tenant's rule; else one app's,
+    which overrides it): the last ``keep_last`` finished builds of each app and configuration
+    version, and/or those younger than ``keep_days``; a build goes only when no part of the
+    rule keeps it (docs/operations.md)."""
+
+    tenant_id: str
+    app_id: str | None
+    keep_last: int | None
+    keep_days: int | None
+    updated_at: datetime
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from appyard import errors
-from appyard.core import apps, jobs
+from appyard.core import apps, jobs, telemetry
 from appyard.core.ids import new_id
 from appyard.core.models import (
     App,
@@ -392,6 +392,7 @@ def record(
         error=error[:500] if error else None,
     )
     uow.mail_deliveries.add(delivery)
+    telemetry.count(uow, "mail.delivery", status=status.value)
     return delivery
 
 

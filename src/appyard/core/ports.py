@@ -27,12 +27,14 @@ from appyard.core.models import (
     InstallDownload,
     InstallLink,
     Job,
+    JobState,
     LimitOverrides,
     MailDelivery,
     Member,
     Part,
     Plan,
     Platform,
+    RetentionRule,
     SigningKey,
     StoreIssue,
     Tenant,
@@ -52,6 +54,12 @@ from appyard.core.models import (
 
 class Clock(Protocol):
     def now(self) -> datetime: ...
+
+
+class Meter(Protocol):
+    """Counts what core reports (core/telemetry.py); the metrics module implements it."""
+
+    def count(self, name: str, amount: float = 1.0, **labels: str) -> None: ...
 
 
 class SystemClock:
@@ -127,8 +135,24 @@ class BuildRepo(Protocol):
         """Builds of any tenant with this number (an operator naming a build by number)."""
         ...
 
+    def kept(self, tenant_id: str) -> list[Build]:
+        """The tenant's builds that are not deleted, newest (highest number) first."""
+        ...
+
     def detach_app(self, app_id: str) -> None:
         """Forget ``app_id`` on its builds (they stay in history)."""
+        ...
+
+
+class RetentionRepo(Protocol):
+    def put(self, rule: RetentionRule) -> None:
+        """Set the rule of its tenant and app (replacing the one there was)."""
+        ...
+
+    def remove(self, tenant_id: str, app_id: str | None) -> bool: ...
+    def of_tenant(self, tenant_id: str) -> list[RetentionRule]: ...
+    def tenants(self) -> list[str]:
+        """The tenants that have at least one rule."""
         ...
 
 
@@ -157,6 +181,25 @@ class UploadRepo(Protocol):
         """Pending uploads, soonest to expire first (all of them, or those expiring before)."""
         ...
 
+    def recent(
+        self,
+        *,
+        tenant_id: str | None = None,
+        states: tuple[UploadState, ...] = (),
+        limit: int = 100,
+    ) -> list[Upload]:
+        """Uploads, newest first (every tenant's when ``tenant_id`` is None)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A job a worker just claimed; ``lease_expired``: it was running under another worker
+    whose lease had passed (that worker died or hung)."""
+
+    job: Job
+    lease_expired: bool = False
+
 
 class JobRepo(Protocol):
     def add(self, job: Job) -> None: ...
@@ -170,11 +213,30 @@ class JobRepo(Protocol):
         until: datetime,
         *,
         skip_tenants: frozenset[str] = frozenset(),
-    ) -> Job | None:
+    ) -> Claimed | None:
         """Take the oldest claimable job (queued, or running with an expired lease), due
         (``run_after`` passed) and claimed fewer than its ``max_attempts`` times, of a tenant
         not in ``skip_tenants``, in one statement (PostgreSQL: ``FOR UPDATE SKIP LOCKED``;
         SQLite: its writers are serialized)."""
+        ...
+
+    def recent(
+        self,
+        *,
+        tenant_id: str | None = None,
+        states: tuple[JobState, ...] = (),
+        kind: str | None = None,
+        limit: int = 100,
+    ) -> list[Job]:
+        """Jobs, newest first (every tenant's when ``tenant_id`` is None)."""
+        ...
+
+    def counts(self) -> list[tuple[str, JobState, int]]:
+        """How many jobs there are of each (kind, state)."""
+        ...
+
+    def count_due(self, now: datetime) -> int:
+        """Queued jobs whose time has come: the queue's depth."""
         ...
 
     def exhausted(self, now: datetime, limit: int) -> list[Job]:
@@ -419,9 +481,14 @@ class UnitOfWork(Protocol):
     install_links: InstallLinkRepo
     install_downloads: InstallDownloadRepo
     sign_in_throttle: ThrottleRepo
+    retention: RetentionRepo
 
     def commit(self) -> None: ...
     def rollback(self) -> None: ...
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once this transaction has committed (never if it rolls back)."""
+        ...
+
     def savepoint(self) -> AbstractContextManager[Savepoint]:
         """A nested transaction: what happens inside is undone by ``rollback()`` (or an
         exception) without ending the outer one."""

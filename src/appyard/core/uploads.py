@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from appyard import errors
+from appyard.core import telemetry
 from appyard.core.ids import new_id
 from appyard.core.models import (
     Actor,
@@ -146,6 +147,7 @@ def open_upload(
         max_size=declared_size or max_size,
     )
     uow.uploads.add(upload)
+    telemetry.count(uow, "upload.started", purpose=purpose.value)
     if not signed:
         return Ticket(upload=upload, expires_in=0)
     if multipart:
@@ -254,4 +256,7 @@ def discard(store: BlobStore, upload: Upload) -> None:
 
 def end(uow: UnitOfWork, upload: Upload, state: UploadState, reason: str) -> bool:
     """Move a pending upload to ``state`` with ``reason``; False when it had already moved."""
-    return uow.uploads.leave_pending(upload.id, state, reason=reason)
+    moved = uow.uploads.leave_pending(upload.id, state, reason=reason)
+    if moved:
+        telemetry.count(uow, "upload.ended", purpose=upload.purpose.value, state=state.value)
+    return moved

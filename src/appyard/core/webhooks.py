@@ -28,7 +28,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from appyard import errors
-from appyard.core import identity, jobs, outbox, payloads
+from appyard.core import identity, jobs, outbox, payloads, telemetry
 from appyard.core.crypto import SecretBox
 from appyard.core.ids import new_id
 from appyard.core.models import Actor, Event, Webhook, WebhookDelivery
@@ -356,6 +356,8 @@ def log_attempt(
         error=error[:500] if error else None,
     )
     uow.webhook_deliveries.add(delivery)
+    outcome = "failed" if error else "delivered"
+    telemetry.count(uow, "webhook.delivery", outcome=outcome, topic=msg.event.topic)
     return delivery
 
 

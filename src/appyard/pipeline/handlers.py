@@ -11,6 +11,7 @@ from appyard.core.context import Services
 from appyard.core.models import Job
 from appyard.pipeline.outgoing import deliver_webhook, send_build_mail
 from appyard.pipeline.process import inspect_build, keep_build, process_build, validate_version
+from appyard.pipeline.upkeep import apply_retention
 
 Handler = Callable[[Services, Job, str], None]  # (services, claimed job, lease owner)
 
@@ -21,4 +22,5 @@ HANDLERS: dict[str, Handler] = {
     jobs.KEEP_BUILD: keep_build,
     jobs.NOTIFY_BUILD: send_build_mail,
     jobs.DELIVER_WEBHOOK: deliver_webhook,
+    jobs.APPLY_RETENTION: apply_retention,
 }

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 metadata = MetaData(
@@ -106,6 +107,7 @@ builds = Table(
     Column("meta", JSON, nullable=False),  # 0005
     Column("started_at", TS),  # 0006
     Column("finished_at", TS),  # 0006
+    Column("pinned", Boolean, nullable=False, server_default=false()),  # 0009
     UniqueConstraint("tenant_id", "number"),
     Index(None, "tenant_id", "status"),
     Index(None, "tenant_id", "platform", "config_version", "created_at"),
@@ -415,4 +417,18 @@ sign_in_throttle = Table(
     Column("first_at", TS, nullable=False),
     Column("locked_until", TS),
     Index(None, "first_at"),
+)
+
+# --- 0009: retention (keep the last N builds and/or those younger than D days) -------------------
+
+retention_rules = Table(
+    "retention_rules",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False, index=True),
+    Column("app_id", String(40)),  # None: the tenant's rule
+    Column("keep_last", Integer),
+    Column("keep_days", Integer),
+    Column("updated_at", TS, nullable=False),
+    UniqueConstraint("tenant_id", "app_id"),
 )

@@ -4,7 +4,8 @@ Database errors are translated at this edge (unique violation -> core Conflict, 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Connection, Engine
@@ -14,6 +15,7 @@ from appyard.backends.db.repos.builds import (
     BuildRepo,
     ControlRepo,
     FindingRepo,
+    RetentionRepo,
     UploadRepo,
 )
 from appyard.backends.db.repos.going_out import (
@@ -36,6 +38,8 @@ from appyard.backends.db.repos.tenancy import (
 )
 from appyard.core import ports
 
+log = logging.getLogger("appyard.db")
+
 
 class _Savepoint:
     def __init__(self, conn: Connection) -> None:
@@ -49,6 +53,7 @@ class _Savepoint:
 class SqlUnitOfWork:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
+        self._after_commit: list[Callable[[], None]] = []
         self.tenants: ports.TenantRepo = TenantRepo(conn)
         self.tokens: ports.TokenRepo = TokenRepo(conn)
         self.apps: ports.AppRepo = AppRepo(conn)
@@ -73,12 +78,23 @@ class SqlUnitOfWork:
         self.install_links: ports.InstallLinkRepo = InstallLinkRepo(conn)
         self.install_downloads: ports.InstallDownloadRepo = InstallDownloadRepo(conn)
         self.sign_in_throttle: ports.ThrottleRepo = ThrottleRepo(conn)
+        self.retention: ports.RetentionRepo = RetentionRepo(conn)
 
     def commit(self) -> None:
         self.conn.commit()
+        callbacks, self._after_commit = self._after_commit, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:  # what follows a commit never undoes it
+                log.exception("uow.after_commit_failed")
 
     def rollback(self) -> None:
         self.conn.rollback()
+        self._after_commit = []
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        self._after_commit.append(callback)
 
     @contextmanager
     def savepoint(self) -> Iterator[ports.Savepoint]:

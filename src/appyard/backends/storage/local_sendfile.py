@@ -18,7 +18,10 @@ cache to the socket without entering the process. It serves exactly what
 * request heads are bounded (8 KiB, 100 header lines, 30 s to arrive, else the connection
   is closed) and connections are kept alive between requests (HTTP/1.1 unless
   ``Connection: close``);
-* tokens are never logged.
+* ``GET /healthz`` answers 200 while the listener runs (liveness);
+* every answer carries ``X-Request-ID`` (the client's when sane), and each request is one
+  access log line (its path redacted: tokens are never logged) and the request metrics
+  (dialect ``downloads``), written after the file was sent.
 
 It runs its own event loop on a thread of its own, so a slow client never holds the API's loop.
 """
@@ -26,13 +29,15 @@ It runs its own event loop on a thread of its own, so a slow client never holds 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 
-from appyard import errors
+from appyard import errors, logs, metrics
 from appyard.backends.storage.local import LocalBlobStore
 from appyard.backends.storage.local_http import (
     content_disposition,
@@ -44,6 +49,7 @@ from appyard.backends.storage.local_http import (
 )
 
 log = logging.getLogger("appyard.blob")
+log_access = logging.getLogger("appyard.access")
 
 MAX_HEAD = 8 * 1024
 MAX_HEADERS = 100
@@ -137,7 +143,25 @@ async def _read_head(reader: asyncio.StreamReader) -> _Request | None:
     return _Request(method, target, keep_alive, headers)
 
 
+@dataclass
+class _Exchange:
+    """One request as the access log and the metrics see it."""
+
+    request_id: str
+    status: int = 0
+    bytes: int = 0
+
+
+_EXCHANGE: contextvars.ContextVar[_Exchange | None] = contextvars.ContextVar(
+    "appyard_download", default=None
+)
+
+
 def _head_bytes(status: int, headers: list[tuple[str, str]], keep_alive: bool) -> bytes:
+    exchange = _EXCHANGE.get()
+    if exchange is not None:  # every answer to a request carries its id
+        exchange.status = status
+        headers = [*headers, ("x-request-id", exchange.request_id)]
     lines = [f"HTTP/1.1 {status} {_REASONS.get(status, '')}"]
     lines += [f"{k}: {v}" for k, v in headers]
     lines.append("connection: keep-alive" if keep_alive else "connection: close")
@@ -222,11 +246,64 @@ class DownloadListener:
         headers = [("content-type", "application/json"), ("content-length", str(len(body)))]
         writer.write(_head_bytes(status, headers, keep_alive) + body)
         await writer.drain()
+        exchange = _EXCHANGE.get()
+        if exchange is not None:
+            exchange.bytes = len(body)
 
     async def _answer(self, request: _Request, writer: asyncio.StreamWriter) -> bool:
+        """Answer one request with its request id; then one access log line and the request
+        metrics (nothing per chunk: the kernel sends the file)."""
+        exchange = _Exchange(logs.request_id(request.headers.get("x-request-id")))
+        token = _EXCHANGE.set(exchange)
+        started = time.perf_counter()
+        path = request.target.split("?", 1)[0]
+        try:
+            with logs.bound(request_id=exchange.request_id):
+                return await self._respond(request, writer, path)
+        finally:
+            _EXCHANGE.reset(token)
+            seconds = time.perf_counter() - started
+            route = "/healthz" if path == "/healthz" else f"{PREFIX}{{token}}"
+            shown = logs.redact(path)
+            log_access.info(
+                "http.request method=%s path=%s status=%d bytes=%d duration_ms=%.1f "
+                "request_id=%s tenant_id=-",
+                request.method,
+                shown,
+                exchange.status,
+                exchange.bytes,
+                seconds * 1000,
+                exchange.request_id,
+                extra={
+                    "method": request.method,
+                    "path": shown,
+                    "route": route,
+                    "dialect": "downloads",
+                    "status": exchange.status,
+                    "bytes": exchange.bytes,
+                    "duration_ms": round(seconds * 1000, 3),
+                    "request_id": exchange.request_id,
+                },
+            )
+            metrics.observe_request(
+                dialect="downloads",
+                route=route,
+                method=request.method,
+                status=exchange.status,
+                seconds=seconds,
+                received=0,
+                sent=exchange.bytes,
+            )
+
+    async def _respond(self, request: _Request, writer: asyncio.StreamWriter, path: str) -> bool:
         """Answer one request; False when the connection is to be closed."""
         keep = request.keep_alive
-        path = request.target.split("?", 1)[0]
+        if path == "/healthz" and request.method in ("GET", "HEAD"):  # liveness
+            body = b'{"status":"ok"}' if request.method == "GET" else b""
+            headers = [("content-type", "application/json"), ("content-length", "15")]
+            writer.write(_head_bytes(200, headers, keep) + body)
+            await writer.drain()
+            return keep
         if not path.startswith(PREFIX) or "/" in path[len(PREFIX) :] or path == PREFIX:
             await self._error(writer, 404, "Not found.", keep_alive=keep)
             return keep
@@ -267,6 +344,9 @@ class DownloadListener:
                 ]
                 writer.write(_head_bytes(416, headers, keep) + body)
                 await writer.drain()
+                exchange = _EXCHANGE.get()
+                if exchange is not None:
+                    exchange.bytes = len(body)
                 return keep
             first, last = wanted if wanted is not None else (0, size - 1)
             count = last - first + 1 if size else 0
@@ -285,5 +365,8 @@ class DownloadListener:
             if request.method == "GET" and count:
                 loop = asyncio.get_running_loop()
                 await loop.sendfile(writer.transport, fh, first, count)
+                exchange = _EXCHANGE.get()
+                if exchange is not None:
+                    exchange.bytes = count
         log.info("blob.downloaded bytes=%d ranged=%s", count, wanted is not None)
         return keep

@@ -17,6 +17,7 @@ from appyard.core.models import (
     ControlSetting,
     Finding,
     Platform,
+    RetentionRule,
     Severity,
     Upload,
     UploadPurpose,
@@ -178,6 +179,14 @@ class BuildRepo(Repo):
         q = select(t.builds).where(t.builds.c.number == number).order_by(t.builds.c.tenant_id)
         return [to_obj(Build, r) for r in self.conn.execute(q)]
 
+    def kept(self, tenant_id: str) -> list[Build]:
+        q = (
+            select(t.builds)
+            .where(t.builds.c.tenant_id == tenant_id, t.builds.c.deleted.is_(False))
+            .order_by(t.builds.c.number.desc())
+        )
+        return [to_obj(Build, r) for r in self.conn.execute(q)]
+
     def detach_app(self, app_id: str) -> None:
         self.conn.execute(update(t.builds).where(t.builds.c.app_id == app_id).values(app_id=None))
 
@@ -238,6 +247,21 @@ class UploadRepo(Repo):
         if expiring_before is not None:
             q = q.where(t.uploads.c.expires_at < expiring_before)
         q = q.order_by(t.uploads.c.expires_at).limit(limit)
+        return [to_obj(Upload, r) for r in self.conn.execute(q)]
+
+    def recent(
+        self,
+        *,
+        tenant_id: str | None = None,
+        states: tuple[UploadState, ...] = (),
+        limit: int = 100,
+    ) -> list[Upload]:
+        q = select(t.uploads)
+        if tenant_id is not None:
+            q = q.where(t.uploads.c.tenant_id == tenant_id)
+        if states:
+            q = q.where(t.uploads.c.state.in_([s.value for s in states]))
+        q = q.order_by(t.uploads.c.created_at.desc(), t.uploads.c.id).limit(limit)
         return [to_obj(Upload, r) for r in self.conn.execute(q)]
 
 
@@ -304,3 +328,34 @@ class ControlRepo(Repo):
                     enabled=enabled,
                 )
             )
+
+
+class RetentionRepo(Repo):
+    table = t.retention_rules
+
+    def _key(self, tenant_id: str, app_id: str | None) -> Any:
+        c = t.retention_rules.c
+        return and_(
+            c.tenant_id == tenant_id, c.app_id.is_(None) if app_id is None else c.app_id == app_id
+        )
+
+    def put(self, rule: RetentionRule) -> None:
+        values = to_row(rule)
+        found = self.conn.execute(
+            update(t.retention_rules).where(self._key(rule.tenant_id, rule.app_id)).values(**values)
+        )
+        if found.rowcount == 0:
+            self._insert(values)
+
+    def remove(self, tenant_id: str, app_id: str | None) -> bool:
+        gone = self.conn.execute(delete(t.retention_rules).where(self._key(tenant_id, app_id)))
+        return gone.rowcount > 0
+
+    def of_tenant(self, tenant_id: str) -> list[RetentionRule]:
+        c = t.retention_rules.c
+        q = select(t.retention_rules).where(c.tenant_id == tenant_id).order_by(c.id)
+        return [to_obj(RetentionRule, r) for r in self.conn.execute(q)]
+
+    def tenants(self) -> list[str]:
+        q = select(t.retention_rules.c.tenant_id).distinct().order_by(t.retention_rules.c.tenant_id)
+        return [r[0] for r in self.conn.execute(q)]

@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, or_, select, text, update
+from sqlalchemy import String, and_, delete, func, insert, literal, or_, select, text, update
 
 from appyard.backends.db import tables as t
 from appyard.backends.db.rows import Repo, aware, to_obj, to_row
 from appyard.core.models import Event, Job, JobState
-from appyard.core.ports import OutboxItem
+from appyard.core.ports import Claimed, OutboxItem
 
 # Advisory-lock key space of job claims (pg_try_advisory_xact_lock(int4, int4)).
 _CLAIM_LOCK_SPACE = 0x61707079  # "appy"
@@ -46,31 +46,75 @@ class JobRepo(Repo):
         until: datetime,
         *,
         skip_tenants: frozenset[str] = frozenset(),
-    ) -> Job | None:
+    ) -> Claimed | None:
         due = or_(t.jobs.c.run_after.is_(None), t.jobs.c.run_after <= now)
         candidate = (
-            select(t.jobs.c.id)
+            select(t.jobs.c.id, t.jobs.c.state.label("was"))
             .where(self._claimable(now), t.jobs.c.attempts < t.jobs.c.max_attempts, due)
             .order_by(t.jobs.c.created_at)
             .limit(1)
         )
         if skip_tenants:
             candidate = candidate.where(t.jobs.c.tenant_id.not_in(sorted(skip_tenants)))
+        claim = update(t.jobs).values(
+            state=JobState.RUNNING.value,
+            lease_owner=owner,
+            lease_until=until,
+            attempts=t.jobs.c.attempts + 1,
+            updated_at=now,
+        )
         if self.conn.dialect.name == "postgresql":
-            candidate = candidate.with_for_update(skip_locked=True)
-        row = self.conn.execute(
-            update(t.jobs)
-            .where(t.jobs.c.id == candidate.scalar_subquery())
-            .values(
-                state=JobState.RUNNING.value,
-                lease_owner=owner,
-                lease_until=until,
-                attempts=t.jobs.c.attempts + 1,
-                updated_at=now,
-            )
-            .returning(*t.jobs.c)
-        ).first()
-        return to_obj(Job, row) if row else None
+            # One statement: the candidate is locked (others skip it) and its state before
+            # the claim comes back with the row (running: its lease had expired).
+            picked = candidate.with_for_update(skip_locked=True).subquery("candidate")
+            row = self.conn.execute(
+                claim.where(t.jobs.c.id == picked.c.id).returning(*t.jobs.c, picked.c.was)
+            ).first()
+        else:
+            # SQLite serializes writing transactions (BEGIN IMMEDIATE), so reading the
+            # candidate first claims the same row; its RETURNING cannot name another table.
+            found = self.conn.execute(candidate).first()
+            if found is None:
+                return None
+            row = self.conn.execute(
+                claim.where(t.jobs.c.id == found.id).returning(
+                    *t.jobs.c, literal(found.was, String).label("was")
+                )
+            ).first()
+        if row is None:
+            return None
+        return Claimed(to_obj(Job, row), lease_expired=row.was == JobState.RUNNING.value)
+
+    def recent(
+        self,
+        *,
+        tenant_id: str | None = None,
+        states: tuple[JobState, ...] = (),
+        kind: str | None = None,
+        limit: int = 100,
+    ) -> list[Job]:
+        q = select(t.jobs)
+        if tenant_id is not None:
+            q = q.where(t.jobs.c.tenant_id == tenant_id)
+        if states:
+            q = q.where(t.jobs.c.state.in_([s.value for s in states]))
+        if kind is not None:
+            q = q.where(t.jobs.c.kind == kind)
+        q = q.order_by(t.jobs.c.created_at.desc(), t.jobs.c.id).limit(limit)
+        return [to_obj(Job, r) for r in self.conn.execute(q)]
+
+    def counts(self) -> list[tuple[str, JobState, int]]:
+        q = select(t.jobs.c.kind, t.jobs.c.state, func.count()).group_by(
+            t.jobs.c.kind, t.jobs.c.state
+        )
+        return [(r[0], JobState(r[1]), int(r[2])) for r in self.conn.execute(q)]
+
+    def count_due(self, now: datetime) -> int:
+        q = select(func.count()).where(
+            t.jobs.c.state == JobState.QUEUED.value,
+            or_(t.jobs.c.run_after.is_(None), t.jobs.c.run_after <= now),
+        )
+        return int(self.conn.execute(q).scalar_one())
 
     def exhausted(self, now: datetime, limit: int) -> list[Job]:
         q = (
