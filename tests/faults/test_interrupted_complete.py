@@ -14,7 +14,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from appyard.app import create_app
-from appyard.core.models import Part
 from appyard.runtime import Runtime
 from appyard.worker import Worker
 from tests.conftest import TenantKey, add_signing_key, padded_apk
@@ -87,4 +86,3 @@ def test_complete_after_a_server_died_between_assembling_and_recording_arrives(
     assert r.json()["job_id"] == ticket["job_id"]
     finish(client, runtime, tenant, ticket["job_id"])
     assert store.list_parts(body["file_path"], body["upload_id"]) == []
-    _ = Part

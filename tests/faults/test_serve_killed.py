@@ -11,7 +11,6 @@ import os
 import signal
 import socket
 import time
-import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -48,22 +47,6 @@ def wait_for_bytes(folder: Path, at_least: int, timeout: float = 20) -> None:
             return
         time.sleep(0.05)
     raise AssertionError(f"the server wrote nothing under {folder}")
-
-
-def faultless_sha(site: Site, serve_url: str, data: bytes, name: str) -> str:
-    """The output SHA-256 of the same bytes uploaded without a fault (same site, same key)."""
-    headers = {"Authorization": f"Bearer {site.key}"}
-    with httpx.Client(base_url=serve_url, headers=headers, timeout=60) as api:
-        ticket = api.post("/automate/upload", json={
-            "file_name": name, "platform": "android", "version": "production",
-        }).json()  # fmt: skip
-        assert httpx.put(ticket["upload_url"], content=data, timeout=60).status_code == 200
-        done = wait_settled(api, ticket["job_id"])
-        assert done["status"] == "completed", done
-        url = api.get(f"/automate/download/{ticket['job_id']}").json()["download_url"]
-    import hashlib
-
-    return hashlib.sha256(httpx.get(url, timeout=60).content).hexdigest()
 
 
 def test_serve_killed_during_a_single_put(site: Site, signed_apk: Path) -> None:
@@ -214,6 +197,3 @@ def audit_ready(site: Site) -> bool:
     finally:
         engine.dispose()
     return bool(states) and all(s in ("succeeded", "failed", "cancelled") for s in states)
-
-
-_ = uuid
