@@ -264,6 +264,12 @@ class ArtifactTooLarge(InvalidArtifact):
 # --- going out ----------------------------------------------------------------------------------
 
 
+class StorageFull(AppyardError):
+    """The server's storage is full; nothing was kept. Try again once space is freed."""
+
+    code, status = "storage.full", 507
+
+
 class DeliveryFailed(AppyardError):
     """The mail server or the webhook endpoint did not take the message."""
 

@@ -103,10 +103,24 @@ def complete_multipart(
     upload_id: str,
     parts: list[tuple[int, str]],
 ) -> Upload:
-    """The client says its parts are all there: check them, assemble the object, arrive."""
+    """The client says its parts are all there: check them, assemble the object, arrive.
+
+    A client may send the same ``complete`` again (its answer was lost when a server died):
+    an upload this ``upload_id`` already completed answers as the first time, and one whose
+    object the store assembled before the server died, unrecorded, arrives with that object
+    (only a ``complete`` puts an object at a multipart upload's key)."""
     identity.require_scope(actor, identity.SCOPE_BUILDS, label="Builds")
     upload = uploads.owned(uow, actor, file_path=file_path)
-    info = uploads.assemble(svc.store, upload, upload_id=upload_id, parts=parts)
+    same = upload.multipart and upload.store_upload_id == upload_id
+    if same and upload.state is UploadState.RECEIVED:
+        return upload
+    assembled = svc.store.stat(upload.key) if same and upload.state is UploadState.PENDING else None
+    if assembled is not None:
+        assert upload.store_upload_id is not None
+        svc.store.abort_multipart(upload.key, upload.store_upload_id)  # parts the death left
+        info = assembled
+    else:
+        info = uploads.assemble(svc.store, upload, upload_id=upload_id, parts=parts)
     stored(svc, uow, key=upload.key, info=info)
     return uow.uploads.get(upload.id) or upload
 

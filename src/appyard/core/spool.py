@@ -15,6 +15,7 @@ that 64 KiB writes took 2.6 times the CPU of 1 MiB ones for the same bytes (benc
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import queue
@@ -22,7 +23,11 @@ import re
 import secrets
 import shutil
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from appyard import errors
 
 BACKLOG = 4 * 1024 * 1024
 WRITE_BLOCK = 1024 * 1024
@@ -58,6 +63,24 @@ class _Hasher:
             self._chunks.put(None)
             self._thread.join()
         return self._digest.hexdigest()
+
+
+FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+@contextmanager
+def disk_errors() -> Iterator[None]:
+    """A full disk (or quota) becomes :class:`~appyard.errors.StorageFull`: a clear 507 for
+    the client, not a crash; the caller removes what it had written."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in FULL:
+            raise errors.StorageFull(
+                "The server's storage is full (no space left on its disk); nothing was kept. "
+                "Try again once space is freed."
+            ) from None
+        raise
 
 
 class HashedFile:
@@ -98,13 +121,14 @@ class HashedFile:
 
     def _write(self, data: bytes | bytearray) -> None:
         view = memoryview(data)
-        while view:
-            if self._at is None:
-                done = os.write(self._fd, view)
-            else:
-                done = os.pwrite(self._fd, view, self._at + self._written)
-            view = view[done:]
-            self._written += done
+        with disk_errors():
+            while view:
+                if self._at is None:
+                    done = os.write(self._fd, view)
+                else:
+                    done = os.pwrite(self._fd, view, self._at + self._written)
+                view = view[done:]
+                self._written += done
 
     def hexdigest(self) -> str:
         return self._hasher.finish()

@@ -51,6 +51,7 @@ STATUS: dict[type[errors.AppyardError], int] = {
     errors.UploadGone: 410,
     errors.InvalidArtifact: 422,
     errors.LimitExceeded: 429,
+    errors.StorageFull: 507,
 }
 
 

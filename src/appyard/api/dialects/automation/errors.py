@@ -18,6 +18,7 @@ STATUS: dict[type[errors.AppyardError], int] = {
     errors.Forbidden: 403,
     errors.NotFound: 404,
     errors.LimitExceeded: 429,
+    errors.StorageFull: 507,
 }
 
 

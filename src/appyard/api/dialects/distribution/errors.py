@@ -23,6 +23,7 @@ STATUS: dict[type[errors.AppyardError], int] = {
     errors.Conflict: 409,
     errors.InvalidArtifact: 422,
     errors.LimitExceeded: 429,
+    errors.StorageFull: 507,
 }
 
 CODES: dict[str, int] = {
@@ -45,6 +46,7 @@ BY_STATUS = {
     422: 4005,
     429: 4029,
     500: 5000,
+    507: 5007,
 }
 
 

@@ -22,6 +22,7 @@ STATUS: dict[type[errors.AppyardError], int] = {
     errors.Conflict: 409,
     errors.InvalidArtifact: 422,
     errors.LimitExceeded: 429,
+    errors.StorageFull: 507,
 }
 
 
