@@ -323,6 +323,8 @@ class Target:
     prefix: str
     valid_error: Callable[[Any], bool]
     credential: Callable[[Live], Mapping[str, str]]
+    # another credential for some paths (the distribution API's app token), else None
+    per_path: Callable[[Live, str], dict[str, str] | None] = lambda live, path: None
 
 
 def _bearer(kind: str) -> Callable[[Live], Mapping[str, str]]:
@@ -340,7 +342,16 @@ TARGETS = {
     "automation": Target("/automate", automation_error, _bearer("automation")),
     "management": Target("/frontend", management_error, _management),
     "store-ci": Target("/portal/api", store_error, _bearer("ci")),
-    "distribution": Target("/v1", distribution_error, _bearer("service-account")),
+    "distribution": Target(
+        "/v1",
+        distribution_error,
+        _bearer("service-account"),  # the workspace routes; the integrations take an app token
+        lambda live, path: (
+            {"Authorization": f"Bearer {live.tokens['app']}"}
+            if path.startswith("/integrations/")
+            else None
+        ),
+    ),
     "upload-context": Target("/api/v1/projects", upload_context_error, _bearer("context")),
     "native": Target(
         "/appyard/v1", native_error, lambda live: {"Authorization": f"Bearer {live.session}"}
@@ -407,10 +418,12 @@ def test_dialect_answers_every_request_in_its_documented_shape(live: Live, diale
                 suppress_health_check=list(HealthCheck),
             )
             def run(case: Any) -> None:
-                headers = None
+                headers = target.per_path(live, case.path)
                 if case.path == "/auth/logout":  # its own session, not the one others use
                     headers = {"Authorization": f"Bearer {live.login()}"}
-                case.call_and_validate(headers=headers, checks=checks)
+                if headers:  # over the generated and the configured ones
+                    case.headers = {**(case.headers or {}), **headers}
+                case.call_and_validate(checks=checks)
 
             try:
                 run()
