@@ -73,7 +73,7 @@ def create_app(
         accel = runtime.settings.download_accel_redirect
         app.mount("/_blob", blob_app(runtime.local_store, accel_redirect=accel))
     for dialect in (*DIALECTS, NATIVE_API):
-        app.mount(dialect.prefix, kit.mount(dialect, svc))
+        app.router.routes.append(kit.DialectMount(dialect, kit.mount(dialect, svc)))
     app.mount("/", portal.mount(svc, secret=runtime.settings.secret()))  # last: the rest
     return app
 

@@ -25,6 +25,8 @@ PACKAGE_DATA = [
     "appyard/checks/controls.yaml",
     "appyard/backends/db/migrations/env.py",
     "appyard/backends/db/migrations/script.py.mako",
+    "appyard/portal/templates/base.html",  # the portal and install pages render from these
+    "appyard/portal/static/portal.css",
 ]
 
 

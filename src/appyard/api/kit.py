@@ -34,7 +34,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Match
+from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from appyard import errors
@@ -73,6 +73,11 @@ class Dialect:
     statuses: Mapping[type[errors.AppyardError], int]
     render: Renderer
     security: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # Which schemes together make a credential, as OpenAPI's alternatives (any one entry is
+    # enough); empty: each scheme alone (a token, or a session).
+    requires: tuple[tuple[str, ...], ...] = ()
+    # The JSON schema of ``render``'s body: the document's answer to every 4xx and 5xx.
+    error_schema: Mapping[str, Any] = field(default_factory=dict)
     body_limit: int = DEFAULT_BODY_LIMIT
     # Paths (inside the prefix, ``{name}`` for a segment) with another limit; None: the route
     # streams and bounds its body itself.
@@ -149,8 +154,18 @@ def mount(dialect: Dialect, svc: Services) -> ASGIApp:
     app.state.services = svc
     _install_errors(app, dialect)
     dialect.routes(app)
-    _describe_security(app, dialect)
+    _describe(app, dialect)
     return Guard(app, dialect)
+
+
+class DialectMount(Mount):
+    """A dialect's app at its prefix, owning every path under it. Starlette's mount pattern
+    (``.*``) stops at a line break, so ``/automate/status/%0A`` would pass the dialect by and
+    get the outer app's ``{"detail": "Not Found"}``; here it gets the dialect's own 404."""
+
+    def __init__(self, dialect: Dialect, app: ASGIApp) -> None:
+        super().__init__(dialect.prefix, app=app, name=dialect.name)
+        self.path_regex = re.compile(self.path_regex.pattern, re.DOTALL)
 
 
 def error_response(
@@ -226,16 +241,37 @@ def _allowed_methods(request: Request) -> list[str]:
     return sorted(allowed)
 
 
-def _describe_security(app: FastAPI, dialect: Dialect) -> None:
-    if not dialect.security:
-        return
+def _describe(app: FastAPI, dialect: Dialect) -> None:
+    """The dialect's OpenAPI document: its credential schemes and, for every operation, its
+    error body (in place of FastAPI's 422 ``HTTPValidationError``, which no dialect sends)."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
             return app.openapi_schema
         schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
-        schema.setdefault("components", {})["securitySchemes"] = dict(dialect.security)
-        schema["security"] = [{name: [] for name in dialect.security}]
+        components = schema.setdefault("components", {})
+        if dialect.security:
+            components["securitySchemes"] = dict(dialect.security)
+            requires = dialect.requires or tuple((name,) for name in dialect.security)
+            schema["security"] = [{name: [] for name in names} for names in requires]
+        schemas = components.get("schemas", {})
+        for name in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(name, None)
+        if not schemas:
+            components.pop("schemas", None)
+        if dialect.error_schema:
+            components.setdefault("schemas", {})["Error"] = dict(dialect.error_schema)
+        error = {
+            "description": "An error, in this API's error body",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        }
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                responses = operation.setdefault("responses", {})
+                responses.pop("422", None)
+                if dialect.error_schema:
+                    responses["4XX"] = error
+                    responses["5XX"] = error
         app.openapi_schema = schema
         return schema
 
@@ -334,18 +370,29 @@ def _replay(body: bytes, receive: Receive) -> Callable[[], Awaitable[Message]]:
     return replay
 
 
-def multipart_body(*files: str, fields: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """An OpenAPI ``requestBody`` for a multipart/form-data route that streams its body."""
+def multipart_body(
+    *files: str,
+    optional_files: Mapping[str, str] | None = None,
+    fields: Mapping[str, str] | None = None,
+    patterns: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """An OpenAPI ``requestBody`` for a multipart/form-data route that streams its body: its
+    required file parts, optional file parts and text fields (name -> description), and text
+    fields named by a pattern (regular expression -> description), such as ``filter[i][j]``."""
     properties: dict[str, Any] = {name: {"type": "string", "format": "binary"} for name in files}
+    for name, description in (optional_files or {}).items():
+        properties[name] = {"type": "string", "format": "binary", "description": description}
     for name, description in (fields or {}).items():
         properties[name] = {"type": "string", "description": description}
+    schema: dict[str, Any] = {"type": "object", "properties": properties, "required": list(files)}
+    if patterns:
+        schema["patternProperties"] = {
+            pattern: {"type": "string", "description": description}
+            for pattern, description in patterns.items()
+        }
     return {
         "requestBody": {
             "required": True,
-            "content": {
-                "multipart/form-data": {
-                    "schema": {"type": "object", "properties": properties, "required": list(files)}
-                }
-            },
+            "content": {"multipart/form-data": {"schema": schema}},
         }
     }

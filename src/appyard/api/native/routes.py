@@ -59,6 +59,20 @@ def render(error: ApiError) -> dict[str, Any]:
     return {"error": {"code": error.code, "message": error.message, **error.details}}
 
 
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "error": {
+            "type": "object",
+            "description": "code and message, and the error's details (e.g. retry_after)",
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+            "required": ["code", "message"],
+        }
+    },
+    "required": ["error"],
+}
+
+
 def extract(request: Request) -> AnyCredential | None:
     """A token (``key_id:key_secret``), or a portal session (bearer or cookie)."""
     value = bearer(request)
@@ -532,6 +546,7 @@ API = Dialect(
     routes=routes,
     statuses=STATUS,
     render=render,
+    error_schema=ERROR_SCHEMA,
     security={
         "token": {"type": "http", "scheme": "bearer"},
         "session": {"type": "apiKey", "in": "cookie", "name": SESSION_COOKIE},

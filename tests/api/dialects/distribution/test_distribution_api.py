@@ -398,10 +398,15 @@ def test_too_large_is_413(runtime: Runtime, tenant: TenantKey) -> None:
 def test_the_dialect_serves_its_openapi_with_the_form(client: TestClient) -> None:
     doc = client.get("/v1/openapi.json").json()
     form = doc["paths"]["/integrations/builds"]["post"]["requestBody"]["content"]
-    properties = form["multipart/form-data"]["schema"]["properties"]
+    schema = form["multipart/form-data"]["schema"]
+    properties = schema["properties"]
     assert properties["build"]["format"] == "binary"
-    for name in ("versionName", "tags", "notifyEmployees", "deployer.info.commit", "filter[i][j]"):
+    assert properties["packageIcon"]["format"] == "binary"  # a file part, not a text field
+    for name in ("versionName", "tags", "notifyEmployees", "deployer.info.commit"):
         assert name in properties
+    # filter[i][j] are fields named by a pattern, not one field of that literal name
+    assert "filter[i][j]" not in properties
+    assert any("filter" in pattern for pattern in schema["patternProperties"])
 
 
 def test_a_zip_bomb_apk_is_a_clear_refusal(client: TestClient, app_token: str) -> None:

@@ -24,3 +24,10 @@ STATUS: dict[type[errors.AppyardError], int] = {
 
 def render(error: ApiError) -> dict[str, Any]:
     return {"error": error.message}
+
+
+SCHEMA: dict[str, Any] = {  # the spec's "Error Response Format"
+    "type": "object",
+    "properties": {"error": {"type": "string", "description": "Description of the error"}},
+    "required": ["error"],
+}

@@ -12,6 +12,7 @@ DIALECT = Dialect(
     routes=routes.routes,
     statuses=errors.STATUS,
     render=errors.render,
+    error_schema=errors.SCHEMA,
     security={"token": {"type": "http", "scheme": "bearer", "bearerFormat": "key_id:key_secret"}},
     body_limits={  # the forms stream to disk, bounded by the upload size
         "/integrations/builds": None,

@@ -53,3 +53,17 @@ BY_STATUS = {
 def render(error: ApiError) -> dict[str, Any]:
     code = CODES.get(error.code) or BY_STATUS.get(error.status, error.status * 10)
     return {"status": False, "error": {"code": code, "message": error.message}}
+
+
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "status": {"const": False},
+        "error": {
+            "type": "object",
+            "properties": {"code": {"type": "integer"}, "message": {"type": "string"}},
+            "required": ["code", "message"],
+        },
+    },
+    "required": ["status", "error"],
+}

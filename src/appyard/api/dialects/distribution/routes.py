@@ -62,10 +62,12 @@ TEXT_FIELDS = (
 )
 FORM = multipart_body(
     "build",
-    fields={
-        **{name: name for name in TEXT_FIELDS if not name.startswith("filter[")},
-        "filter[i][j]": "group j of filter i (a member must be in every group of a filter)",
-        "packageIcon": "the icon of a custom-platform build (.png or .jpeg)",
+    optional_files={"packageIcon": "the icon of a custom-platform build (.png or .jpeg)"},
+    fields={name: name for name in TEXT_FIELDS if not name.startswith("filter")},
+    patterns={
+        r"^filter\[[0-9]\]\[[0-9]\]$": (
+            "filter[i][j]: group j of filter i (a member must be in every group of a filter)"
+        )
     },
 )
 MAX_ICON = submissions.MAX_ICON_BYTES

@@ -13,6 +13,7 @@ DIALECT = Dialect(
     routes=routes.routes,
     statuses=errors.STATUS,
     render=errors.render,
+    error_schema=errors.SCHEMA,
     security={
         "managementToken": {
             "type": "http",
@@ -21,5 +22,6 @@ DIALECT = Dialect(
         },
         "tenant": {"type": "apiKey", "in": "header", "name": "tenant"},
     },
+    requires=(("managementToken", "tenant"),),  # both headers, together
     body_limits={"/complete_multipart_upload": 1 * MIB},
 )

@@ -31,3 +31,20 @@ def render(error: ApiError) -> dict[str, Any]:
         "success": False,
         "error": {**error.details, "code": error.code, "message": error.message},
     }
+
+
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "success": {"const": False},
+        "error": {
+            "type": "object",
+            "properties": {
+                "code": {"type": "string", "description": "stable code, e.g. build.not_found"},
+                "message": {"type": "string"},
+            },
+            "required": ["code", "message"],
+        },
+    },
+    "required": ["success", "error"],
+}

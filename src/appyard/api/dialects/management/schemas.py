@@ -18,6 +18,22 @@ def _printable(value: str) -> str:
 Text = Annotated[str, StringConstraints(max_length=255), AfterValidator(_printable)]
 Path = Annotated[str, StringConstraints(max_length=1024), AfterValidator(_printable)]
 Secret = Annotated[str, StringConstraints(max_length=1024)]
+# The values the spec names, documented (core parses them: case-insensitive, trimmed).
+Platform = Annotated[Text, Field(json_schema_extra={"enum": ["android", "ios"]})]
+Version = Annotated[
+    Text,
+    Field(
+        description="development, staging or production (dev, stg, prod; any case)",
+        json_schema_extra={"enum": ["development", "staging", "production", "dev", "stg", "prod"]},
+    ),
+]
+FileName = Annotated[
+    Text,
+    Field(
+        description="base name with a lowercase .apk, .aab or .ipa extension",
+        json_schema_extra={"pattern": r"^[A-Za-z0-9][A-Za-z0-9 ._+()\-]{0,199}\.(apk|aab|ipa)$"},
+    ),
+]
 StartTime = Annotated[int, Field(ge=0, le=10**15)]
 Size = Annotated[int, Field(le=2**62)]
 
@@ -31,15 +47,15 @@ class Empty(Body):
 
 
 class BuildsRequest(Body):
-    version: Text
+    version: Version
     page: int = 1  # bounds are core's rule (builds.history)
     page_size: int = 6
 
 
 class UploadRequest(Body):
-    file_name: Text
-    platform: Text
-    version: Text
+    file_name: FileName
+    platform: Platform
+    version: Version
     file_size: Size | None = None
     signing_key_id: Text | None = None
 
@@ -61,8 +77,8 @@ class AbortRequest(Body):
 
 
 class NamedBuild(Body):
-    version: Text
-    platform: Text
+    version: Version
+    platform: Platform
     start_time: StartTime
     file_name: Text
 
@@ -73,7 +89,7 @@ class DeleteApplication(Body):
 
 class UploadSigningKey(Body):
     key_name: Text
-    platform: Text
+    platform: Platform
     file_name: Text
     password: Secret
     alias: Text | None = None
@@ -82,7 +98,7 @@ class UploadSigningKey(Body):
 
 
 class SetDefaultKey(Body):
-    platform: Text
+    platform: Platform
     key_id: Text | None = None
 
 
@@ -94,11 +110,11 @@ class CodeSigningFile(Body):
     file: Text
     password: Secret
     application_id: Text
-    platform: Text
+    platform: Platform
     alias: Text | None = None
 
 
 class SignBuild(Body):
-    platform: Text
+    platform: Platform
     name: Text
     start_time: StartTime

@@ -13,6 +13,7 @@ DIALECT = Dialect(
     routes=routes.routes,
     statuses=errors.STATUS,
     render=errors.render,
+    error_schema=errors.SCHEMA,
     security={
         "ciToken": {"type": "http", "scheme": "bearer", "bearerFormat": "key_id:key_secret"},
         "session": {"type": "apiKey", "in": "cookie", "name": "appyard_session"},

@@ -24,3 +24,13 @@ STATUS: dict[type[errors.AppyardError], int] = {
 
 def render(error: ApiError) -> dict[str, Any]:
     return {"error": error.message, "code": error.code}
+
+
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "error": {"type": "string", "description": "what went wrong, for a person"},
+        "code": {"type": "string", "description": "stable code, e.g. version.code_not_incremented"},
+    },
+    "required": ["error", "code"],
+}

@@ -24,3 +24,14 @@ STATUS: dict[type[errors.AppyardError], int] = {
 
 def render(error: ApiError) -> dict[str, Any]:
     return {"status": error.status, "error": error.code, "message": error.message}
+
+
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "status": {"type": "integer", "description": "the HTTP status"},
+        "error": {"type": "string", "description": "stable code, e.g. upload.too_large"},
+        "message": {"type": "string"},
+    },
+    "required": ["status", "error", "message"],
+}
