@@ -45,7 +45,6 @@ import _path  # noqa: F401  (first: see bench/_path.py)
 
 import argparse
 import asyncio
-import concurrent.futures
 import datetime as dt
 import json
 import os
@@ -180,6 +179,7 @@ class Pollers:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.reconnects = 0
+        self.inflight: dict[int, float] = {}  # client -> send time of its unanswered poll
 
     def start(self) -> Pollers:
         self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
@@ -187,9 +187,14 @@ class Pollers:
         return self
 
     def stop(self) -> Polls:
+        """Stop polling; a poll still unanswered after one more interval counts with the
+        time it has waited so far (a lower bound) and status 0."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(30)
+            self._thread.join(self.interval + 5)
+        now = time.perf_counter()
+        for t0 in list(self.inflight.values()):
+            self.polls.samples.append((t0, now - t0, 0))
         return self.polls
 
     async def _main(self) -> None:
@@ -210,7 +215,7 @@ class Pollers:
                     slot = now
                 job = self.job_ids[(i + k) % len(self.job_ids)]
                 k += 1
-                t0 = time.perf_counter()
+                t0 = self.inflight[i] = time.perf_counter()
                 try:
                     status = await conn.get(
                         get_request(f"/automate/status/{job}", self.key)
@@ -220,6 +225,8 @@ class Pollers:
                     conn.close()
                 else:
                     self.polls.samples.append((t0, time.perf_counter() - t0, status))
+                finally:
+                    del self.inflight[i]
                 slot += self.interval
         finally:
             self.reconnects += conn.reconnects
@@ -294,12 +301,14 @@ def hammer_python(
 # -- uploads ------------------------------------------------------------------------------------
 @dataclass
 class Series:
-    """One series of uploads: per-upload MB/s (curl's), wall time of the whole series."""
+    """One series of uploads: per-upload MB/s (curl's), wall time of the whole series;
+    ``complete`` False when the time budget ran out first (a stalled server)."""
 
     speeds: list[float] = field(default_factory=list)
     wall: float = 0.0
     nbytes: int = 0
     tickets: list[dict[str, Any]] = field(default_factory=list)
+    complete: bool = True
 
     @property
     def aggregate(self) -> float:
@@ -312,6 +321,7 @@ def run_uploads(
     count: int,
     concurrency: int,
     tag: str,
+    deadline: Deadline,
     on_ticket: Callable[[str], None] | None = None,
 ) -> Series:
     size = apk.stat().st_size
@@ -328,22 +338,40 @@ def run_uploads(
             series.tickets.append(ticket)
             series.nbytes += size
 
+    todo = list(range(count))
+    failures: list[BaseException] = []
+
+    def worker() -> None:
+        while todo and not deadline.expired:
+            try:
+                one(todo.pop(0))
+            except BaseException as exc:
+                failures.append(exc)
+                return
+
+    # Daemon threads: a stalled server cannot keep the benchmark past its budget.
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
     t0 = time.perf_counter()
-    with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
-        for f in [pool.submit(one, i) for i in range(count)]:
-            f.result()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(max(0.0, deadline.left()))
     series.wall = time.perf_counter() - t0
+    if failures:
+        raise failures[0]
+    with lock:
+        series.complete = len(series.speeds) == count
     return series
 
 
-def settle(api: Api, data: Path, series: Series) -> tuple[int, int]:
+def settle(api: Api, data: Path, series: Series, deadline: Deadline) -> tuple[int, int]:
     """Untimed: wait for every build job of the series, then remove its input and output
     objects (disk use stays bounded, every series starts from the same state).
     Returns (completed, failed)."""
     done = {"completed": 0, "failed": 0}
     objects = data / "blobs" / "objects"
     for ticket in series.tickets:
-        status = api.wait_job(ticket["job_id"])
+        status = api.wait_job(ticket["job_id"], timeout=max(1.0, deadline.left()))
         done[status["status"]] = done.get(status["status"], 0) + 1
         (objects / ticket["file_path"]).unlink(missing_ok=True)
         for out in objects.glob(f"*/outputs/*/*/{ticket['job_id']}/*"):
@@ -365,10 +393,13 @@ class Figures:
 
 
 def latencies_ms(polls: Polls, start: float, end: float) -> tuple[list[float], dict[str, int]]:
+    """Latencies (ms) of the polls sent in [start, end): answered 200, and unanswered ones
+    with the time they had waited when polling stopped (so a stalled server shows)."""
     inside = polls.window(start, end)
-    ok = [lat * 1000 for _, lat, status in inside if status == 200]
+    ok = [lat * 1000 for _, lat, status in inside if status in (0, 200)]
+    unanswered = sum(1 for *_, status in inside if status == 0)
     notes = {"polls": len(inside), "non_200": len(inside) - len(ok), "errors": polls.errors}
-    notes["late"] = polls.late
+    notes.update(late=polls.late, unanswered=unanswered)
     return ok, notes
 
 
@@ -398,10 +429,10 @@ def run(args: argparse.Namespace, work: Path, procs: list[Proc]) -> tuple[Figure
     log(f"A: {args.uploads} uploads of {apk.stat().st_size / MB:.0f} MB, idle server")
     os.sync()
     with sampler.phase("A: uploads, idle"):
-        fig.idle = run_uploads(api, apk, args.uploads, args.upload_concurrency, "a")
+        fig.idle = run_uploads(api, apk, args.uploads, args.upload_concurrency, "a", deadline)
     log(f"A: {fig.idle.aggregate:.0f} MB/s over {fig.idle.wall:.1f} s; waiting for the jobs")
     with sampler.phase("A: jobs"):
-        fig.jobs["A"] = settle(api, data, fig.idle)
+        fig.jobs["A"] = settle(api, data, fig.idle, deadline)
     job_ids = [str(t["job_id"]) for t in fig.idle.tickets]
 
     # P: polls alone
@@ -428,14 +459,24 @@ def run(args: argparse.Namespace, work: Path, procs: list[Proc]) -> tuple[Figure
         t0 = time.perf_counter()
         with sampler.phase("B: uploads + polls"):
             fig.loaded = run_uploads(
-                api, apk, args.uploads, args.upload_concurrency, "b", pollers.job_ids.append
+                api,
+                apk,
+                args.uploads,
+                args.upload_concurrency,
+                "b",
+                deadline,
+                pollers.job_ids.append,
             )
         t1 = time.perf_counter()
         polls = pollers.stop()
         fig.polls_loaded, fig.poll_notes["B"] = latencies_ms(polls, t0, t1)
         log(f"B: {fig.loaded.aggregate:.0f} MB/s; {len(fig.polls_loaded)} polls during uploads")
-        with sampler.phase("B: jobs"):
-            fig.jobs["B"] = settle(api, data, fig.loaded)
+        if not fig.loaded.complete:
+            log(f"B: STALLED: {len(fig.loaded.speeds)} of {args.uploads} uploads within the "
+                f"time budget ({fig.poll_notes['B']['unanswered']} polls unanswered)")  # fmt: skip
+        else:
+            with sampler.phase("B: jobs"):
+                fig.jobs["B"] = settle(api, data, fig.loaded, deadline)
 
     # C: the most requests per second
     tool = args.hammer_tool
@@ -517,6 +558,8 @@ def report(fig: Figures, sampler: RssSampler, args: argparse.Namespace) -> dict[
         row("B upload under polls: MB/s", f"{fig.loaded.aggregate:.0f}")
         row("B upload under polls: per upload, median MB/s",
             f"{statistics.median(fig.loaded.speeds):.0f}")  # fmt: skip
+        if not fig.loaded.complete:
+            row("B uploads done within the budget", f"{len(fig.loaded.speeds)} of {args.uploads}")
         row("B/A upload throughput", f"{ratio_up:.2f}", f">= {TARGET_UPLOAD_RATIO}")
         out["loaded"] = {"aggregate_mbps": fig.loaded.aggregate, "speeds": fig.loaded.speeds,
                          "wall": fig.loaded.wall, "jobs": fig.jobs.get("B")}  # fmt: skip
@@ -528,8 +571,11 @@ def report(fig: Figures, sampler: RssSampler, args: argparse.Namespace) -> dict[
         row("B status during uploads: p99 ms", f"{p99:.1f}", f"< {TARGET_P99_MS:.0f}")
         row("B status during uploads: max ms", f"{max(b):.1f}")
         notes = fig.poll_notes["B"]
-        counts = f"{notes['polls']} ({notes['non_200']}, {notes['errors']}, {notes['late']})"
-        row("B polls (non-200, errors, late)", counts)
+        counts = (
+            f"{notes['polls']} ({notes['non_200']}, {notes['errors']}, {notes['late']}, "
+            f"{notes['unanswered']})"
+        )
+        row("B polls (non-200, errors, late, unanswered)", counts)
         out["polls_loaded_ms"] = {"p50": percentile(b, 50), "p99": p99, "max": max(b), **notes}
     if fig.hammer:
         hs = [h.rps for h, _ in fig.hammer]
