@@ -23,7 +23,8 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -41,6 +42,7 @@ from appyard import errors
 from appyard.core import identity
 from appyard.core.context import Services
 from appyard.core.models import Actor
+from appyard.core.ports import UnitOfWork
 
 log = logging.getLogger("appyard.api")
 
@@ -101,19 +103,62 @@ def request_id(request: Request) -> str:
 
 
 def authenticator(extract: Extractor, missing: str) -> Callable[[Request, Services], Actor]:
-    """A route dependency: the dialect's credential -> the actor (core decides the rest)."""
+    """A route dependency: the dialect's credential -> the actor (core decides the rest),
+    read in a read-only unit of work; the token's last use is written (at most once a
+    minute) in a short transaction of its own."""
 
     def authenticated(request: Request, svc: Svc) -> Actor:
         credential = extract(request)
         if credential is None:
             raise errors.InvalidCredential(missing)
-        with svc.uow() as uow:
-            actor = identity.authenticate(uow, svc.clock, credential)
-            uow.commit()  # last_used_at
-        request.state.tenant_id = actor.tenant_id  # for the access log line
-        return actor
+        with svc.uow.read() as uow:
+            identified = identity.identify(uow, svc.clock, credential)
+        _record_use(svc, identified)
+        request.state.tenant_id = identified.actor.tenant_id  # for the access log line
+        return identified.actor
 
     return authenticated
+
+
+def credential_of(
+    extract: Extractor, missing: str
+) -> Callable[[Request], Awaitable[identity.AnyCredential]]:
+    """A route dependency that only takes the dialect's credential from the request: no
+    database, and on the event loop (no worker thread). For hot read routes that
+    authenticate and read in one unit of work with :func:`reading`."""
+
+    async def presented(request: Request) -> identity.AnyCredential:
+        credential = extract(request)
+        if credential is None:
+            raise errors.InvalidCredential(missing)
+        return credential
+
+    return presented
+
+
+@contextmanager
+def reading(
+    svc: Services, credential: identity.AnyCredential
+) -> Iterator[tuple[Actor, UnitOfWork]]:
+    """``with reading(svc, credential) as (caller, uow)``: the caller authenticated and the
+    route's reads done in one read-only unit of work (one connection, one short transaction
+    that takes no write lock, one worker thread: a status poll). The token's last use is
+    written afterwards as :func:`authenticator` does."""
+    identified: identity.Identified | None = None
+    try:
+        with svc.uow.read() as uow:
+            identified = identity.identify(uow, svc.clock, credential)
+            yield identified.actor, uow
+    finally:
+        if identified is not None:
+            _record_use(svc, identified)
+
+
+def _record_use(svc: Services, identified: identity.Identified) -> None:
+    if identified.touch is not None:
+        with svc.uow() as uow:
+            identity.record_use(uow, identified)
+            uow.commit()
 
 
 def bearer(request: Request) -> str | None:

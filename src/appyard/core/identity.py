@@ -116,11 +116,22 @@ def create_token(
     return IssuedToken(token=token, raw=raw_value(kind, key_id, secret))
 
 
-def authenticate(uow: UnitOfWork, clock: Clock, credential: AnyCredential) -> Actor:
+@dataclass(frozen=True)
+class Identified:
+    """Who a credential is, found by reading only, and the token use still to be recorded
+    (``last_used_at``, at most once a minute; None when it is recent enough)."""
+
+    actor: Actor
+    touch: tuple[str, datetime] | None = None
+
+
+def identify(uow: UnitOfWork, clock: Clock, credential: AnyCredential) -> Identified:
     """The actor behind any credential: a token of one of the presented kinds (of the tenant
-    it names, when it names one), or a live portal session."""
+    it names, when it names one), or a live portal session. Reads only (two lookups by
+    primary key and one SHA-256), so it can run in a read-only unit of work; the caller
+    records the token's use with :func:`record_use` when ``touch`` says so."""
     if isinstance(credential, SessionCredential):
-        return users.from_session(uow, clock, token=credential.token)
+        return Identified(users.from_session(uow, clock, token=credential.token))
     token = uow.tokens.get(credential.key_id)
     if (
         token is None
@@ -148,15 +159,29 @@ def authenticate(uow: UnitOfWork, clock: Clock, credential: AnyCredential) -> Ac
             raise errors.InvalidCredential("Missing tenant header: send tenant: <tenant id>.")
         if named not in (tenant.id, tenant.name):
             raise errors.WrongTenant("The tenant header does not name this API key's tenant.")
-    if token.last_used_at is None or now - token.last_used_at > TOUCH_EVERY:
-        uow.tokens.touch(token.id, now)  # at most once a minute: reads stay reads
-    return Actor(
+    due = token.last_used_at is None or now - token.last_used_at > TOUCH_EVERY
+    actor = Actor(
         id=token.id,
         tenant_id=token.tenant_id,
         token_kind=token.kind,
         scopes=token.scopes,
         app_id=token.app_id,
     )
+    return Identified(actor, (token.id, now) if due else None)
+
+
+def record_use(uow: UnitOfWork, identified: Identified) -> None:
+    """Write the token's ``last_used_at`` when :func:`identify` found it due."""
+    if identified.touch is not None:
+        token_id, at = identified.touch
+        uow.tokens.touch(token_id, at)  # at most once a minute: reads stay reads
+
+
+def authenticate(uow: UnitOfWork, clock: Clock, credential: AnyCredential) -> Actor:
+    """:func:`identify` and :func:`record_use` in one unit of work."""
+    identified = identify(uow, clock, credential)
+    record_use(uow, identified)
+    return identified.actor
 
 
 def require_member(actor: Actor, *, action: str) -> str:

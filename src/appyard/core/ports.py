@@ -502,6 +502,12 @@ class Savepoint(Protocol):
 class UnitOfWorkFactory(Protocol):
     def __call__(self) -> AbstractContextManager[UnitOfWork]: ...
 
+    def read(self) -> AbstractContextManager[UnitOfWork]:
+        """A unit of work that only reads: a short transaction that takes no write lock (on
+        SQLite a deferred ``BEGIN``: it neither waits for writers nor makes them wait). It
+        cannot be committed; for hot read paths such as status polls."""
+        ...
+
 
 # --- storage ----------------------------------------------------------------------------------
 

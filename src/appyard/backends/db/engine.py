@@ -1,7 +1,9 @@
 """Engines for SQLite (the embedded shape) and PostgreSQL, from one URL.
 
 SQLite runs in WAL mode with a busy timeout and ``BEGIN IMMEDIATE`` transactions, so
-concurrent writers queue instead of failing.
+concurrent writers queue instead of failing; a connection marked :data:`READ_ONLY` (the units
+of work of ``SqlUnitOfWorkFactory.read``) begins with a deferred ``BEGIN`` instead: in WAL mode
+its reads see one snapshot and neither wait for the writer nor make it wait.
 """
 
 from __future__ import annotations
@@ -10,12 +12,24 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 
+READ_ONLY = "appyard_read_only"  # execution option: this connection's transactions only read
+# Kept open: the request threads (anyio's default limit is 40) and the worker threads each hold
+# one at a time. With SQLAlchemy's default (5 + 10 overflow) every request past the fifth
+# opened and closed a connection of its own (a connect and four PRAGMAs per request).
+SQLITE_POOL_SIZE = 48
+SQLITE_POOL_OVERFLOW = 16
+
 
 def make_engine(url: str) -> Engine:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(
+            url,
+            connect_args={"timeout": 30, "check_same_thread": False},
+            pool_size=SQLITE_POOL_SIZE,
+            max_overflow=SQLITE_POOL_OVERFLOW,
+        )
 
         @event.listens_for(engine, "connect")
         def _sqlite_setup(dbapi_conn: Any, _record: Any) -> None:
@@ -29,7 +43,8 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Connection) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            read_only = conn.get_execution_options().get(READ_ONLY, False)
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 
 from sqlalchemy import Connection, Engine
 
+from appyard.backends.db.engine import READ_ONLY
 from appyard.backends.db.repos.builds import (
     AppRepo,
     BuildRepo,
@@ -108,8 +109,14 @@ class SqlUnitOfWork:
             point._tx.commit()
 
 
+class _ReadUnitOfWork(SqlUnitOfWork):
+    def commit(self) -> None:
+        raise RuntimeError("a read-only unit of work cannot be committed")
+
+
 class SqlUnitOfWorkFactory:
-    """``with factory() as uow: ...; uow.commit()``: uncommitted work is rolled back."""
+    """``with factory() as uow: ...; uow.commit()``: uncommitted work is rolled back.
+    ``with factory.read() as uow: ...``: reads in a transaction that takes no write lock."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -120,6 +127,17 @@ class SqlUnitOfWorkFactory:
             conn.begin()
             try:
                 yield SqlUnitOfWork(conn)
+            finally:
+                if conn.in_transaction():
+                    conn.rollback()
+
+    @contextmanager
+    def read(self) -> Iterator[ports.UnitOfWork]:
+        with self.engine.connect() as conn:
+            conn.execution_options(**{READ_ONLY: True})
+            conn.begin()
+            try:
+                yield _ReadUnitOfWork(conn)
             finally:
                 if conn.in_transaction():
                     conn.rollback()

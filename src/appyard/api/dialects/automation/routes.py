@@ -11,12 +11,17 @@ from fastapi import Depends, FastAPI
 from appyard import errors
 from appyard.api.dialects.automation import credentials
 from appyard.api.dialects.automation.schemas import AbortRequest, CompleteRequest, UploadRequest
-from appyard.api.kit import Svc, authenticator
-from appyard.core import arrivals, builds
+from appyard.api.kit import Svc, authenticator, credential_of, reading
+from appyard.core import arrivals, builds, identity
 from appyard.core.models import Actor, Build, BuildStatus
 
 SOURCE = "automation"
 Caller = Annotated[Actor, Depends(authenticator(credentials.extract, credentials.MISSING))]
+# The status route (polled by every client) authenticates and reads in one read-only unit
+# of work: see api.kit.reading.
+Presented = Annotated[
+    identity.AnyCredential, Depends(credential_of(credentials.extract, credentials.MISSING))
+]
 
 
 UNSIGNED = (
@@ -119,8 +124,8 @@ def routes(app: FastAPI) -> None:
         return {"job_id": str(build.number), "file_path": body.file_path, "aborted": True}
 
     @app.get("/status/{job_id}")
-    def status(job_id: str, caller: Caller, svc: Svc) -> dict[str, Any]:
-        with svc.uow() as uow:
+    def status(job_id: str, presented: Presented, svc: Svc) -> dict[str, Any]:
+        with reading(svc, presented) as (caller, uow):
             build = builds.by_number(uow, caller, number=job_number(job_id))
         return status_body(build)
 

@@ -69,7 +69,7 @@ class BuildRepo(Repo):
         return to_obj(Build, row) if row else None
 
     def get_by_number(self, tenant_id: str, number: int) -> Build | None:
-        row = self._one(t.builds.c.tenant_id == tenant_id, t.builds.c.number == number)
+        row = self._one_by(tenant_id=tenant_id, number=number)
         return to_obj(Build, row) if row else None
 
     def last_number(self, tenant_id: str) -> int | None:

@@ -33,7 +33,7 @@ class TenantRepo(Repo):
         self._insert(values)
 
     def get(self, tenant_id: str) -> Tenant | None:
-        row = self._one(t.tenants.c.id == tenant_id)
+        row = self._one_by(id=tenant_id)
         return self._tenant(row) if row else None
 
     def get_by_name(self, name: str) -> Tenant | None:
@@ -62,7 +62,7 @@ class TokenRepo(Repo):
         self._insert(to_row(token))
 
     def get(self, token_id: str) -> Token | None:
-        row = self._one(t.tokens.c.id == token_id)
+        row = self._one_by(id=token_id)
         return to_obj(Token, row) if row else None
 
     def list(self, tenant_id: str, kind: TokenKind | None = None) -> list[Token]:

@@ -1,0 +1,664 @@
+"""Status polls under upload load, on loopback (issue 11).
+
+    .venv/bin/python bench/load.py [--uploads 20] [--size-mb 100] [--clients 200]
+    .venv/bin/python bench/load.py --uploads 4 --size-mb 20 --clients 50   # a quick run
+
+Starts ``appyard serve`` (the embedded default: SQLite, local store, in-process queue and
+worker threads) on a fresh data directory on 127.0.0.1, takes the first start's automation key
+from its banner, lifts the default tenant's build limits (``bench/upload.py``'s
+``configure_tenant``), and builds one real APK of ``--size-mb`` MB (the signed fixture plus a
+stored random asset). Then:
+
+- **A, idle**: ``--uploads`` uploads of that APK through the automation API (``POST
+  /automate/upload``, then ``curl -T`` to the signed URL), ``--upload-concurrency`` at a time;
+  upload throughput in MB/s (10^6 bytes/s): all bytes over the wall time of the series, and the
+  median of curl's per-upload figures. Each upload starts a build job, which the server's
+  worker threads run while the later uploads arrive.
+- **P, polls alone**: ``--clients`` pollers, each its own keep-alive HTTP/1.1 connection,
+  ``GET /automate/status/{job_id}`` once every ``--interval`` seconds for
+  ``--idle-poll-seconds``: the latency of a poll with nothing else going on.
+- **B, under load**: the same uploads again while the same pollers run; status latency
+  (send to last byte) of every poll sent during the uploads, p50 / p99 / max, and upload
+  throughput against A's.
+- **C, most requests per second**: ``--hammer-connections`` keep-alive connections send
+  requests back to back for ``--hammer-seconds``, ``/healthz`` and the status route in turn,
+  ``--hammer-pairs`` pairs (H S H S ...); the median of the per-pair ratios status/healthz.
+  With ``wrk`` installed (Debian: ``apt-get install wrk``) wrk sends them; otherwise a small
+  asyncio client in this process (it then competes with the server for the CPUs: both routes
+  alike, so the ratio holds, the absolute figures are lower).
+
+Between phases every build job is waited for and what it stored is removed (both upload series
+start from the same disk state). Peak RSS is the sum of VmRSS over the server's process tree,
+sampled every 50 ms, per phase. ``--profile FILE`` records the server with py-spy during
+phase C's status runs (raw folded stacks). Bounded: the whole run is stopped once
+``--max-minutes`` are spent (a phase already running finishes; later ones are skipped).
+Everything it starts is stopped by PID; its temporary directory is removed (``--keep`` keeps
+it). See bench/README.md ("Load").
+"""
+
+from __future__ import annotations
+
+# isort: off
+import _path  # noqa: F401  (first: see bench/_path.py)
+
+# isort: on
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from _common import (
+    MB,
+    Deadline,
+    Proc,
+    RssSampler,
+    free_bytes,
+    temp_dir,
+    terminate_on_sigterm,
+    write_random_file,
+)
+from upload import HOST, Api, build_apk, configure_tenant, curl_put, start_granian
+
+TARGET_P99_MS = 50.0
+TARGET_UPLOAD_RATIO = 0.8  # uploads under polls within 20% of idle
+TARGET_STATUS_RATIO = 0.5  # status requests/s at least half of /healthz's
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100); nan when empty."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(1, round(q / 100 * len(ordered) + 0.5 - 1e-9))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+# -- a minimal HTTP/1.1 keep-alive client --------------------------------------------------------
+class HttpConn:
+    """One keep-alive connection; GET only; Content-Length or chunked bodies."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.reconnects = 0
+
+    async def _open(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.reader = self.writer = None
+
+    async def get(self, request: bytes) -> int:
+        """Send a prepared request; read the whole answer; its status code."""
+        for attempt in (0, 1):
+            if self.writer is None:
+                await self._open()
+            assert self.reader is not None and self.writer is not None
+            try:
+                self.writer.write(request)
+                head = await self.reader.readuntil(b"\r\n\r\n")
+            except (ConnectionError, asyncio.IncompleteReadError):
+                self.close()  # the server closed an idle keep-alive connection: once more
+                self.reconnects += 1
+                if attempt:
+                    raise
+                continue
+            lines = head.split(b"\r\n")
+            status = int(lines[0].split()[1])
+            length, chunked, close = 0, False, False
+            for line in lines[1:]:
+                name, _, value = line.partition(b":")
+                name = name.strip().lower()
+                if name == b"content-length":
+                    length = int(value)
+                elif name == b"transfer-encoding" and b"chunked" in value.lower():
+                    chunked = True
+                elif name == b"connection" and b"close" in value.lower():
+                    close = True
+            if chunked:
+                while True:
+                    size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
+                    await self.reader.readexactly(size + 2)
+                    if size == 0:
+                        break
+            elif length:
+                await self.reader.readexactly(length)
+            if close:
+                self.close()
+            return status
+        raise AssertionError("unreachable")
+
+
+def get_request(path: str, key: str | None) -> bytes:
+    auth = f"Authorization: Bearer {key}\r\n" if key else ""
+    return f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\n{auth}\r\n".encode()
+
+
+# -- pollers ------------------------------------------------------------------------------------
+@dataclass
+class Polls:
+    """Every poll: (send time, latency seconds, status code); errors counted apart."""
+
+    samples: list[tuple[float, float, int]] = field(default_factory=list)
+    errors: int = 0
+    late: int = 0  # polls sent later than their slot (the previous answer was slow)
+
+    def window(self, start: float, end: float) -> list[tuple[float, float, int]]:
+        return [s for s in self.samples if start <= s[0] < end]
+
+
+class Pollers:
+    """``clients`` connections each polling once per ``interval``, on an event loop of their
+    own in a thread (the benchmark's other work does not delay their clocks)."""
+
+    def __init__(self, port: int, key: str, job_ids: list[str], clients: int, interval: float):
+        self.port, self.key, self.job_ids = port, key, job_ids
+        self.clients, self.interval = clients, interval
+        self.polls = Polls()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.reconnects = 0
+        self.inflight: dict[int, float] = {}  # client -> send time of its unanswered poll
+
+    def start(self) -> Pollers:
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> Polls:
+        """Stop polling; a poll still unanswered after one more interval counts with the
+        time it has waited so far (a lower bound) and status 0."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(self.interval + 5)
+        now = time.perf_counter()
+        for t0 in list(self.inflight.values()):
+            self.polls.samples.append((t0, now - t0, 0))
+        return self.polls
+
+    async def _main(self) -> None:
+        start = time.perf_counter()
+        await asyncio.gather(*(self._client(i, start) for i in range(self.clients)))
+
+    async def _client(self, i: int, start: float) -> None:
+        conn = HttpConn(HOST, self.port)
+        slot = start + self.interval * i / self.clients  # spread over the first interval
+        k = 0
+        try:
+            while not self._stop.is_set():
+                now = time.perf_counter()
+                if slot > now:
+                    await asyncio.sleep(slot - now)
+                elif now - slot > 0.01:
+                    self.polls.late += 1
+                    slot = now
+                job = self.job_ids[(i + k) % len(self.job_ids)]
+                k += 1
+                t0 = self.inflight[i] = time.perf_counter()
+                try:
+                    status = await conn.get(
+                        get_request(f"/automate/status/{job}", self.key)
+                    )  # fmt: skip
+                except (OSError, asyncio.IncompleteReadError, ValueError):
+                    self.polls.errors += 1
+                    conn.close()
+                else:
+                    self.polls.samples.append((t0, time.perf_counter() - t0, status))
+                finally:
+                    del self.inflight[i]
+                slot += self.interval
+        finally:
+            self.reconnects += conn.reconnects
+            conn.close()
+
+
+# -- hammer: the most requests per second ------------------------------------------------------
+@dataclass(frozen=True)
+class HammerResult:
+    rps: float
+    requests: int
+    non_2xx: int
+    p50_ms: float
+    p99_ms: float
+    tool: str
+
+
+def hammer_wrk(url: str, key: str | None, connections: int, seconds: float) -> HammerResult:
+    wrk = shutil.which("wrk")
+    assert wrk is not None
+    threads = min(2, connections)
+    argv = [wrk, f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency"]
+    if key:
+        argv += ["-H", f"Authorization: Bearer {key}"]
+    out = subprocess.run(
+        [*argv, url], capture_output=True, text=True, timeout=seconds + 60, check=True
+    ).stdout
+
+    def ms(label: str) -> float:
+        m = re.search(rf"^\s*{label}\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        if not m:
+            return float("nan")
+        return float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]
+
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    return HammerResult(rps, total, int(bad.group(1)) if bad else 0, ms("50%"), ms("99%"), "wrk")
+
+
+def hammer_python(
+    path: str, port: int, key: str | None, connections: int, seconds: float
+) -> HammerResult:
+    request = get_request(path, key)
+    latencies: list[float] = []
+    bad = 0
+
+    async def one(end: float) -> None:
+        nonlocal bad
+        conn = HttpConn(HOST, port)
+        try:
+            while time.perf_counter() < end:
+                t0 = time.perf_counter()
+                status = await conn.get(request)
+                latencies.append(time.perf_counter() - t0)
+                bad += not 200 <= status < 400
+        finally:
+            conn.close()
+
+    async def main() -> float:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(t0 + seconds) for _ in range(connections)))
+        return time.perf_counter() - t0
+
+    elapsed = asyncio.run(main())
+    ms = [x * 1000 for x in latencies]
+    return HammerResult(
+        len(ms) / elapsed, len(ms), bad, percentile(ms, 50), percentile(ms, 99), "asyncio"
+    )
+
+
+# -- uploads ------------------------------------------------------------------------------------
+@dataclass
+class Series:
+    """One series of uploads: per-upload MB/s (curl's), wall time of the whole series;
+    ``complete`` False when the time budget ran out first (a stalled server)."""
+
+    speeds: list[float] = field(default_factory=list)
+    wall: float = 0.0
+    nbytes: int = 0
+    tickets: list[dict[str, Any]] = field(default_factory=list)
+    complete: bool = True
+
+    @property
+    def aggregate(self) -> float:
+        return self.nbytes / self.wall / MB if self.wall > 0 else float("nan")
+
+
+def run_uploads(
+    api: Api,
+    apk: Path,
+    count: int,
+    concurrency: int,
+    tag: str,
+    deadline: Deadline,
+    on_ticket: Callable[[str], None] | None = None,
+) -> Series:
+    size = apk.stat().st_size
+    series = Series()
+    lock = threading.Lock()
+
+    def one(i: int) -> None:
+        ticket = api.request_upload(f"load-{tag}-{i}.apk")
+        if on_ticket is not None:
+            on_ticket(str(ticket["job_id"]))
+        speed = curl_put(apk, ticket["upload_url"])
+        with lock:
+            series.speeds.append(speed)
+            series.tickets.append(ticket)
+            series.nbytes += size
+
+    todo = list(range(count))
+    failures: list[BaseException] = []
+
+    def worker() -> None:
+        while todo and not deadline.expired:
+            try:
+                one(todo.pop(0))
+            except BaseException as exc:
+                failures.append(exc)
+                return
+
+    # Daemon threads: a stalled server cannot keep the benchmark past its budget.
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(max(0.0, deadline.left()))
+    series.wall = time.perf_counter() - t0
+    if failures:
+        raise failures[0]
+    with lock:
+        series.complete = len(series.speeds) == count
+    return series
+
+
+def settle(api: Api, data: Path, series: Series, deadline: Deadline) -> tuple[int, int]:
+    """Untimed: wait for every build job of the series, then remove its input and output
+    objects (disk use stays bounded, every series starts from the same state).
+    Returns (completed, failed)."""
+    done = {"completed": 0, "failed": 0}
+    objects = data / "blobs" / "objects"
+    for ticket in series.tickets:
+        status = api.wait_job(ticket["job_id"], timeout=max(1.0, deadline.left()))
+        done[status["status"]] = done.get(status["status"], 0) + 1
+        (objects / ticket["file_path"]).unlink(missing_ok=True)
+        for out in objects.glob(f"*/outputs/*/*/{ticket['job_id']}/*"):
+            out.unlink(missing_ok=True)
+    return done["completed"], done["failed"]
+
+
+# -- the run ------------------------------------------------------------------------------------
+@dataclass
+class Figures:
+    idle: Series | None = None
+    loaded: Series | None = None
+    jobs: dict[str, tuple[int, int]] = field(default_factory=dict)
+    polls_alone: list[float] = field(default_factory=list)  # ms
+    polls_loaded: list[float] = field(default_factory=list)  # ms
+    poll_notes: dict[str, dict[str, int]] = field(default_factory=dict)
+    hammer: list[tuple[HammerResult, HammerResult]] = field(default_factory=list)
+    loads: dict[str, float] = field(default_factory=dict)
+
+
+def latencies_ms(polls: Polls, start: float, end: float) -> tuple[list[float], dict[str, int]]:
+    """Latencies (ms) of the polls sent in [start, end): answered 200, and unanswered ones
+    with the time they had waited when polling stopped (so a stalled server shows)."""
+    inside = polls.window(start, end)
+    ok = [lat * 1000 for _, lat, status in inside if status in (0, 200)]
+    unanswered = sum(1 for *_, status in inside if status == 0)
+    notes = {"polls": len(inside), "non_200": len(inside) - len(ok), "errors": polls.errors}
+    notes.update(late=polls.late, unanswered=unanswered)
+    return ok, notes
+
+
+def run(args: argparse.Namespace, work: Path, procs: list[Proc]) -> tuple[Figures, RssSampler]:
+    deadline = Deadline(args.max_minutes * 60)
+    logs, data, tmp = work / "logs", work / "appyard-data", work / "tmp"
+    for d in (logs, tmp):
+        d.mkdir()
+    size = args.size_mb * MB
+    payload, apk = work / "payload.bin", work / "load.apk"
+    log(f"building {apk.name}: the fixture plus a {args.size_mb} MB stored random asset")
+    write_random_file(payload, size)
+    build_apk(payload, apk)
+    payload.unlink()
+
+    proc, base, key = start_granian(data, tmp, logs)
+    procs.append(proc)
+    port = int(base.rsplit(":", 1)[1])
+    sampler = RssSampler(proc.pid, label="start, between phases").start()
+    log(f"appyard serve {base} (pid {proc.pid}), data in {data}")
+    configure_tenant(data)
+    api = Api(base, key)
+    fig = Figures()
+
+    # A: uploads on an idle server
+    fig.loads["A"] = os.getloadavg()[0]
+    log(f"A: {args.uploads} uploads of {apk.stat().st_size / MB:.0f} MB, idle server")
+    os.sync()
+    with sampler.phase("A: uploads, idle"):
+        fig.idle = run_uploads(api, apk, args.uploads, args.upload_concurrency, "a", deadline)
+    log(f"A: {fig.idle.aggregate:.0f} MB/s over {fig.idle.wall:.1f} s; waiting for the jobs")
+    with sampler.phase("A: jobs"):
+        fig.jobs["A"] = settle(api, data, fig.idle, deadline)
+    job_ids = [str(t["job_id"]) for t in fig.idle.tickets]
+
+    # P: polls alone
+    if not deadline.expired and args.idle_poll_seconds > 0:
+        os.sync()
+        fig.loads["P"] = os.getloadavg()[0]
+        log(f"P: {args.clients} pollers, {args.idle_poll_seconds:.0f} s, nothing else running")
+        pollers = Pollers(port, key, job_ids, args.clients, args.interval).start()
+        time.sleep(args.interval)  # every client has sent its first poll
+        t0 = time.perf_counter()
+        with sampler.phase("P: polls alone"):
+            time.sleep(args.idle_poll_seconds)
+        t1 = time.perf_counter()
+        polls = pollers.stop()
+        fig.polls_alone, fig.poll_notes["P"] = latencies_ms(polls, t0, t1)
+
+    # B: the same uploads under polls
+    if not deadline.expired:
+        os.sync()
+        fig.loads["B"] = os.getloadavg()[0]
+        log(f"B: the same uploads while {args.clients} clients poll once per {args.interval} s")
+        pollers = Pollers(port, key, list(job_ids), args.clients, args.interval).start()
+        time.sleep(args.interval)
+        t0 = time.perf_counter()
+        with sampler.phase("B: uploads + polls"):
+            fig.loaded = run_uploads(
+                api,
+                apk,
+                args.uploads,
+                args.upload_concurrency,
+                "b",
+                deadline,
+                pollers.job_ids.append,
+            )
+        t1 = time.perf_counter()
+        polls = pollers.stop()
+        fig.polls_loaded, fig.poll_notes["B"] = latencies_ms(polls, t0, t1)
+        log(f"B: {fig.loaded.aggregate:.0f} MB/s; {len(fig.polls_loaded)} polls during uploads")
+        if not fig.loaded.complete:
+            log(f"B: STALLED: {len(fig.loaded.speeds)} of {args.uploads} uploads within the "
+                f"time budget ({fig.poll_notes['B']['unanswered']} polls unanswered)")  # fmt: skip
+        else:
+            with sampler.phase("B: jobs"):
+                fig.jobs["B"] = settle(api, data, fig.loaded, deadline)
+
+    # C: the most requests per second
+    tool = args.hammer_tool
+    if tool == "auto":
+        tool = "wrk" if shutil.which("wrk") else "python"
+    status_path = f"/automate/status/{job_ids[0]}"
+    profiler: subprocess.Popen[bytes] | None = None
+    for i in range(args.hammer_pairs):
+        if deadline.expired:
+            log("time budget spent: phase C cut short")
+            break
+        pair = []
+        for label, path, auth in (("healthz", "/healthz", None), ("status", status_path, key)):
+            fig.loads[f"C{i}{label[0]}"] = os.getloadavg()[0]
+            if label == "status" and args.profile and i == 0 and shutil.which("py-spy"):
+                profiler = subprocess.Popen(
+                    ["py-spy", "record", "-p", str(proc.pid), "-d", str(int(args.hammer_seconds)),
+                     "-r", "200", "-f", "raw", "--nonblocking", "--threads", "-o",
+                     str(args.profile)],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )  # fmt: skip
+            with sampler.phase(f"C: hammer {label}"):
+                if tool == "wrk":
+                    res = hammer_wrk(f"{base}{path}", auth, args.hammer_connections,
+                                     args.hammer_seconds)  # fmt: skip
+                else:
+                    res = hammer_python(path, port, auth, args.hammer_connections,
+                                        args.hammer_seconds)  # fmt: skip
+            if profiler is not None:
+                profiler.wait(30)
+                profiler = None
+                log(f"py-spy profile of the status hammer in {args.profile}")
+            pair.append(res)
+            log(f"C{i + 1}: {label} {res.rps:.0f} req/s (p50 {res.p50_ms:.1f} ms, "
+                f"p99 {res.p99_ms:.1f} ms, non-2xx {res.non_2xx}, {res.tool})")  # fmt: skip
+        fig.hammer.append((pair[0], pair[1]))
+    sampler.stop()
+    return fig, sampler
+
+
+def report(fig: Figures, sampler: RssSampler, args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "date": dt.datetime.now().isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "kernel": platform.release(),
+            "python": platform.python_version(),
+        },
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "load_average_1min": fig.loads,
+    }
+    print()
+    print(
+        f"=== load: {args.uploads} x {args.size_mb} MB uploads ({args.upload_concurrency} at a "
+        f"time), {args.clients} pollers every {args.interval} s, {os.cpu_count()} CPUs, "
+        f"{out['date']} ==="
+    )
+    loads = ", ".join(f"{k} {v:.1f}" for k, v in fig.loads.items())
+    print(f"1-min load average before each phase: {loads}")
+    rows: list[tuple[str, str, str]] = []
+
+    def row(what: str, value: str, target: str = "") -> None:
+        rows.append((what, value, target))
+
+    ratio_up = ratio_c = p99 = float("nan")
+    if fig.idle:
+        row("A upload, idle: MB/s (all bytes / wall)", f"{fig.idle.aggregate:.0f}")
+        row("A upload, idle: per upload, median MB/s", f"{statistics.median(fig.idle.speeds):.0f}")
+        out["idle"] = {"aggregate_mbps": fig.idle.aggregate, "speeds": fig.idle.speeds,
+                       "wall": fig.idle.wall, "jobs": fig.jobs.get("A")}  # fmt: skip
+    if fig.polls_alone:
+        a = fig.polls_alone
+        row("P status polls alone: p50 / p99 / max ms",
+            f"{percentile(a, 50):.1f} / {percentile(a, 99):.1f} / {max(a):.1f}")  # fmt: skip
+        out["polls_alone_ms"] = {"p50": percentile(a, 50), "p99": percentile(a, 99),
+                                 "max": max(a), **fig.poll_notes["P"]}  # fmt: skip
+    if fig.loaded and fig.idle:
+        ratio_up = fig.loaded.aggregate / fig.idle.aggregate
+        row("B upload under polls: MB/s", f"{fig.loaded.aggregate:.0f}")
+        row("B upload under polls: per upload, median MB/s",
+            f"{statistics.median(fig.loaded.speeds):.0f}")  # fmt: skip
+        if not fig.loaded.complete:
+            row("B uploads done within the budget", f"{len(fig.loaded.speeds)} of {args.uploads}")
+        row("B/A upload throughput", f"{ratio_up:.2f}", f">= {TARGET_UPLOAD_RATIO}")
+        out["loaded"] = {"aggregate_mbps": fig.loaded.aggregate, "speeds": fig.loaded.speeds,
+                         "wall": fig.loaded.wall, "jobs": fig.jobs.get("B")}  # fmt: skip
+        out["upload_ratio"] = ratio_up
+    if fig.polls_loaded:
+        b = fig.polls_loaded
+        p99 = percentile(b, 99)
+        row("B status during uploads: p50 ms", f"{percentile(b, 50):.1f}")
+        row("B status during uploads: p99 ms", f"{p99:.1f}", f"< {TARGET_P99_MS:.0f}")
+        row("B status during uploads: max ms", f"{max(b):.1f}")
+        notes = fig.poll_notes["B"]
+        counts = (
+            f"{notes['polls']} ({notes['non_200']}, {notes['errors']}, {notes['late']}, "
+            f"{notes['unanswered']})"
+        )
+        row("B polls (non-200, errors, late, unanswered)", counts)
+        out["polls_loaded_ms"] = {"p50": percentile(b, 50), "p99": p99, "max": max(b), **notes}
+    if fig.hammer:
+        hs = [h.rps for h, _ in fig.hammer]
+        ss = [s.rps for _, s in fig.hammer]
+        ratio_c = statistics.median([s.rps / h.rps for h, s in fig.hammer])
+        tool = fig.hammer[0][0].tool
+        n = args.hammer_connections
+        row(f"C /healthz req/s ({n} conns, {tool}), median", f"{statistics.median(hs):.0f}")
+        row(f"C status req/s ({n} conns, {tool}), median", f"{statistics.median(ss):.0f}")
+        row("C status p50 / p99 ms (median of runs)",
+            f"{statistics.median([s.p50_ms for _, s in fig.hammer]):.1f} / "
+            f"{statistics.median([s.p99_ms for _, s in fig.hammer]):.1f}")  # fmt: skip
+        row("C status / healthz (median of pairs)", f"{ratio_c:.2f}", f">= {TARGET_STATUS_RATIO}")
+        out["hammer"] = [{"healthz": vars(h), "status": vars(s)} for h, s in fig.hammer]
+        out["status_ratio"] = ratio_c
+    row("server peak RSS, whole run (MB)", f"{sampler.peak / MB:.1f}")
+    for label, peak in sampler.peaks.items():
+        row(f"  peak RSS in {label}", f"{peak / MB:.1f}")
+    out["rss_peak_bytes"] = sampler.peak
+    out["rss_peaks_bytes"] = dict(sampler.peaks)
+    width = max(len(r[0]) for r in rows)
+    for what, value, target in rows:
+        print(f"  {what:{width}s}  {value:>22s}  {('target ' + target) if target else ''}")
+
+    def verdict(ok: bool) -> str:
+        return "ok" if ok else "MISSED"
+
+    print(
+        f"\ntargets (issue 11): status p99 {p99:.1f} ms {verdict(p99 < TARGET_P99_MS)} "
+        f"(< {TARGET_P99_MS:.0f}); uploads {ratio_up:.2f} of idle "
+        f"{verdict(ratio_up >= TARGET_UPLOAD_RATIO)} (>= {TARGET_UPLOAD_RATIO}); status/healthz "
+        f"{ratio_c:.2f} {verdict(ratio_c >= TARGET_STATUS_RATIO)} (>= {TARGET_STATUS_RATIO})"
+    )
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--uploads", type=int, default=20, help="uploads per series")
+    parser.add_argument("--size-mb", type=int, default=100, help="APK size, MB (10^6 bytes)")
+    parser.add_argument("--upload-concurrency", type=int, default=2)
+    parser.add_argument("--clients", type=int, default=200, help="status pollers")
+    parser.add_argument("--interval", type=float, default=1.0, help="seconds between polls")
+    parser.add_argument("--idle-poll-seconds", type=float, default=5.0, help="phase P (0: skip)")
+    parser.add_argument("--hammer-connections", type=int, default=50)
+    parser.add_argument("--hammer-seconds", type=float, default=5.0)
+    parser.add_argument("--hammer-pairs", type=int, default=3)
+    parser.add_argument("--hammer-tool", choices=("auto", "wrk", "python"), default="auto")
+    parser.add_argument("--profile", type=Path, default=None, help="py-spy raw output (C)")
+    parser.add_argument("--max-minutes", type=float, default=5.0, help="time budget")
+    parser.add_argument("--dir", type=Path, default=None, help="parent of the temporary dir")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    args = parser.parse_args(argv)
+    if args.uploads < 1 or args.clients < 1 or args.size_mb < 1:
+        parser.error("--uploads, --clients and --size-mb must be at least 1")
+    if shutil.which("curl") is None:
+        parser.error("curl is not installed")
+    parent = args.dir or Path(os.environ.get("TMPDIR", "/tmp"))
+    need = (2 * args.uploads + 2) * args.size_mb * MB + 512 * MB
+    if free_bytes(parent) < need:
+        parser.error(
+            f"{parent} has {free_bytes(parent) / 1e9:.1f} GB free; {need / 1e9:.1f} needed"
+        )
+    procs: list[Proc] = []
+    with terminate_on_sigterm(), temp_dir("appyard-load-", parent, keep=args.keep) as work:
+        try:
+            fig, sampler = run(args, work, procs)
+        except BaseException:
+            for p in procs:
+                print(f"--- {p.name} stderr (last lines) ---\n{p.tail()}", file=sys.stderr)
+            raise
+        finally:
+            for p in reversed(procs):
+                p.stop()
+        figures = report(fig, sampler, args)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+        log(f"figures written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
