@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,11 +24,11 @@ MIB = 1024 * 1024
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 160 MiB tmpfs mounted at a folder of the test's own, unmounted afterwards."""
+    """A 320 MiB tmpfs mounted at a folder of the test's own, unmounted afterwards."""
     folder = tmp_path / "small-disk"
     folder.mkdir()
     mounted = os.geteuid() == 0 and subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=160m,mode=0700", "tmpfs", str(folder)],
+        ["mount", "-t", "tmpfs", "-o", "size=320m,mode=0700", "tmpfs", str(folder)],
         capture_output=True, timeout=30,
     ).returncode == 0  # fmt: skip
     need(mounted, "mounting a small filesystem needs root (mount -t tmpfs)")
@@ -55,7 +56,7 @@ def test_uploads_to_a_full_store_are_refused_cleanly_and_succeed_once_space_is_f
         data = signed_apk.read_bytes()  # 24 MiB
         filler = small_disk / "filler"
         with open(filler, "wb") as fh:  # 10 MiB or less left
-            for _ in range(150):
+            for _ in range(310):
                 fh.write(b"\0" * MIB)
         headers = {"Authorization": f"Bearer {site.key}"}
 
@@ -86,8 +87,25 @@ def test_uploads_to_a_full_store_are_refused_cleanly_and_succeed_once_space_is_f
                            timeout=60)  # fmt: skip
         assert again.status_code == 200, again.text
         with httpx.Client(base_url=serve.url, headers=headers, timeout=60) as api:
-            assert wait_settled(api, str(ticket["job_id"]))["status"] == "completed"
+            settled = wait_settled(api, str(ticket["job_id"]))
+            assert settled["status"] == "completed", json.dumps(settled)
+
+            # room for the upload but not for its processing (a signed copy, then the output):
+            # the job fails with the reason, and what it had written goes
+
+            room = shutil.disk_usage(small_disk).free - len(data) - 8 * MIB
+            with open(filler, "wb") as fh:
+                for _ in range(max(0, room) // MIB):
+                    fh.write(b"\0" * MIB)
+            third = api.post("/automate/upload", json={
+                "file_name": "app.apk", "platform": "android", "version": "production",
+            }).json()  # fmt: skip
+            assert httpx.put(third["upload_url"], content=data, timeout=60).status_code == 200
+            failed = wait_settled(api, str(third["job_id"]))
+            assert failed["status"] == "failed", json.dumps(failed)
+            assert "storage is full" in failed["error_message"], failed
     finally:
         site.stop_all()
+    filler.unlink(missing_ok=True)
     result = audit(site)
-    assert len(result.builds) == 2
+    assert len(result.builds) == 3

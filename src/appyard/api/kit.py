@@ -138,16 +138,19 @@ def credential_of(
 
 @contextmanager
 def reading(
-    svc: Services, credential: identity.AnyCredential
+    svc: Services, credential: identity.AnyCredential, request: Request | None = None
 ) -> Iterator[tuple[Actor, UnitOfWork]]:
     """``with reading(svc, credential) as (caller, uow)``: the caller authenticated and the
     route's reads done in one read-only unit of work (one connection, one short transaction
     that takes no write lock, one worker thread: a status poll). The token's last use is
-    written afterwards as :func:`authenticator` does."""
+    written afterwards as :func:`authenticator` does; ``request`` gets the caller's tenant for
+    the access line."""
     identified: identity.Identified | None = None
     try:
         with svc.uow.read() as uow:
             identified = identity.identify(uow, svc.clock, credential)
+            if request is not None:
+                request.state.tenant_id = identified.actor.tenant_id  # for the access line
             yield identified.actor, uow
     finally:
         if identified is not None:

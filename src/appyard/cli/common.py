@@ -106,7 +106,10 @@ def parse_duration(value: str) -> timedelta:
 def hoist_data_dir(argv: list[str]) -> list[str]:
     """``--data-dir D`` (or ``--data-dir=D``) anywhere among the arguments moves before the
     subcommand, where the root command reads it: ``appyard admin list-keys --data-dir D``
-    works like ``appyard --data-dir D admin list-keys``. Arguments after ``--`` stay."""
+    works like ``appyard --data-dir D admin list-keys``. Arguments after ``--`` stay.
+    ``admin restore`` keeps its own ``--data-dir`` (where the backup goes)."""
+    if [a for a in argv if not a.startswith("-")][:2] == ["admin", "restore"]:
+        return argv
     moved: list[str] = []
     rest: list[str] = []
     i = 0

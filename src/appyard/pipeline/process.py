@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from appyard import errors
-from appyard.core import apps, builds, controls, detections, jobs, signing_keys, versions
+from appyard.core import apps, builds, controls, detections, jobs, signing_keys, spool, versions
 from appyard.core.context import Services
 from appyard.core.models import Build, Finding, Job, SigningKey, Stage
 from appyard.core.ports import UnitOfWork, chunked
@@ -166,7 +166,8 @@ class BuildJob:
             tempfile.TemporaryDirectory(prefix=f"job-p{os.getpid()}-", dir=self.s.work_dir) as tmp,
         ):
             try:
-                self.work(Path(tmp))
+                with spool.disk_errors():  # a full disk fails the job with a message
+                    self.work(Path(tmp))
             except LeaseLost:
                 log.warning("job.lease_lost job_id=%s", self.job.id)
             except errors.AppyardError as exc:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request
 
 from appyard import errors
 from appyard.api.dialects.automation import credentials
@@ -124,8 +124,8 @@ def routes(app: FastAPI) -> None:
         return {"job_id": str(build.number), "file_path": body.file_path, "aborted": True}
 
     @app.get("/status/{job_id}")
-    def status(job_id: str, presented: Presented, svc: Svc) -> dict[str, Any]:
-        with reading(svc, presented) as (caller, uow):
+    def status(job_id: str, presented: Presented, svc: Svc, request: Request) -> dict[str, Any]:
+        with reading(svc, presented, request) as (caller, uow):
             build = builds.by_number(uow, caller, number=job_number(job_id))
         return status_body(build)
 
