@@ -171,6 +171,12 @@ class TokenNotFound(NotFound):
     code = "token.not_found"
 
 
+class SigningKeyNotFound(NotFound):
+    """No such signing key in this tenant (another tenant's answers the same)."""
+
+    code = "signing_key.not_found"
+
+
 class BlobNotFound(NotFound):
     """Object not found."""
 

@@ -89,7 +89,7 @@ def test_wrong_direction_same_key_and_garbage_are_refused_and_nothing_is_stored(
         rotate(runtime, tenant, other.id, other.id, lineage)
     with pytest.raises(InvalidLineage, match="wrong magic"):
         rotate(runtime, tenant, other.id, release.id, b"\x00" * 64)
-    with pytest.raises(errors.UnknownSigningKey):
+    with pytest.raises(errors.SigningKeyNotFound):
         rotate(runtime, tenant, other.id, "sk_nope", lineage)
 
     svc = runtime.services

@@ -248,7 +248,7 @@ def create_from_bytes(
 def get(uow: UnitOfWork, *, tenant_id: str, key_id: str) -> SigningKey:
     key = uow.signing_keys.get(key_id)
     if key is None or key.tenant_id != tenant_id or key.state is KeyState.DELETED:
-        raise errors.UnknownSigningKey(f"Unknown signing key {key_id!r}.")
+        raise errors.SigningKeyNotFound(f"Unknown signing key {key_id!r}.")
     return key
 
 
@@ -297,7 +297,10 @@ def resolve(
             if key.platform is platform and key.is_default and key.state is KeyState.READY:
                 return key.id
         return None
-    key = get(uow, tenant_id=tenant_id, key_id=requested.strip())
+    try:
+        key = get(uow, tenant_id=tenant_id, key_id=requested.strip())
+    except errors.SigningKeyNotFound as exc:  # a field of the build request: 400
+        raise errors.UnknownSigningKey(exc.message) from None
     if key.platform is not platform:
         raise errors.UnknownSigningKey(
             f"Signing key {key.name!r} is for {key.platform.value}, not {platform.value}."
@@ -757,7 +760,7 @@ def delete_for(
     tenant_id = managing(uow, actor, write=True)
     key = get(uow, tenant_id=tenant_id, key_id=key_id)
     if key.app_id is not None:
-        raise errors.UnknownSigningKey(f"Unknown signing key {key_id!r}.")
+        raise errors.SigningKeyNotFound(f"Unknown signing key {key_id!r}.")
     wiped = delete(uow, store, tenant_id=tenant_id, key_id=key.id)
     outbox.emit(
         uow,

@@ -700,9 +700,13 @@ def file_issue(
 
 def resolve_issue(uow: UnitOfWork, clock: Clock, actor: Actor, *, issue_id: str) -> StoreIssue:
     issue = uow.issues.get(issue_id)
-    if issue is None:
+    version = uow.versions.get(issue.version_id) if issue is not None else None
+    if (
+        issue is None
+        or version is None
+        or (actor.role not in STAFF and version.tenant_id != actor.tenant_id)
+    ):  # another tenant's issue answers as an unknown one: its version id is not named
         raise errors.NotFound(f"Issue {issue_id} not found.")
-    version = get(uow, actor, version_id=issue.version_id)
     _may(actor, "resolve_issue", action="resolve issues")
     if issue.status is IssueStatus.RESOLVED:
         raise VersionTransitionNotAllowed("The issue is already resolved.")

@@ -426,6 +426,15 @@ def routes(app: FastAPI) -> None:
             )
         return {**payloads.webhook(made.webhook), "secret": made.secret}
 
+    # before /webhooks/{webhook_id}/{action}, which would otherwise take "redeliver" as an action
+    @app.post("/webhooks/{webhook_id}/redeliver")
+    def redeliver(webhook_id: str, body: Redelivery, caller: Caller, svc: Svc) -> dict[str, Any]:
+        with svc.transaction() as uow:
+            job_id = webhooks.redeliver_for(
+                uow, svc.clock, caller, webhook_id=webhook_id, event_id=body.event_id
+            )
+        return {"webhook_id": webhook_id, "event_id": body.event_id, "job_id": job_id}
+
     @app.post("/webhooks/{webhook_id}/{action}")
     def toggle_webhook(webhook_id: str, action: str, caller: Caller, svc: Svc) -> dict[str, Any]:
         if action not in ("disable", "enable"):
@@ -447,14 +456,6 @@ def routes(app: FastAPI) -> None:
         with svc.uow() as uow:
             found = webhooks.deliveries_for(uow, caller, webhook_id=webhook_id)
         return [payloads.delivery(d) for d in found]
-
-    @app.post("/webhooks/{webhook_id}/redeliver")
-    def redeliver(webhook_id: str, body: Redelivery, caller: Caller, svc: Svc) -> dict[str, Any]:
-        with svc.transaction() as uow:
-            job_id = webhooks.redeliver_for(
-                uow, svc.clock, caller, webhook_id=webhook_id, event_id=body.event_id
-            )
-        return {"webhook_id": webhook_id, "event_id": body.event_id, "job_id": job_id}
 
     @app.get("/versions/{version_id}")
     def get_version(version_id: str, caller: Caller, svc: Svc) -> dict[str, Any]:

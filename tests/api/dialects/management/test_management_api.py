@@ -881,7 +881,11 @@ def test_default_keys(client: TestClient, runtime: Runtime, me: Caller) -> None:
     assert keys[first]["is_default"] is True and keys[second]["is_default"] is False
 
     failed(call(client, me, "set_default_signing_key", {**body, "platform": "ios"}), 400)
-    failed(call(client, me, "set_default_signing_key", {**body, "key_id": "sk_nope"}), 400)
+    failed(
+        call(client, me, "set_default_signing_key", {**body, "key_id": "sk_nope"}),
+        404,
+        "signing_key.not_found",
+    )
     failed(call(client, me, "set_default_signing_key", {"key_id": first}), 400)
 
     assert ok(client, me, "set_default_signing_key", {"platform": "android"}) == {"success": True}
@@ -896,9 +900,9 @@ def test_delete_a_signing_key(client: TestClient, runtime: Runtime, me: Caller) 
     ticket = uploaded(client, runtime, me, apk=UNSIGNED_APK, process=False)
     assert ok(client, me, "delete_signing_key", {"key_id": key_id}) == {"success": True}
     assert signing_keys(client, me) == {}
-    failed(call(client, me, "delete_signing_key", {"key_id": key_id}), 400)
+    failed(call(client, me, "delete_signing_key", {"key_id": key_id}), 404, "signing_key.not_found")
     other = management(runtime, make_tenant(runtime, "other").tenant_id)
-    failed(call(client, other, "delete_signing_key", {"key_id": key_id}), 400)
+    failed(call(client, other, "delete_signing_key", {"key_id": key_id}), 404)
     # the queued build that needed it fails, unsigned, and says why
     assert work(runtime)
     build = build_of(client, me, ticket["start_time"])
@@ -1006,3 +1010,23 @@ def test_bodies_are_bounded(client: TestClient, me: Caller) -> None:
     failed(request_upload(client, me, file_name="a" * 5000 + ".apk"), 400)
     r = call(client, me, "delete_application", {"application_id": "app\x00x"})
     failed(r, 400)
+
+
+def test_another_tenants_signing_key_is_not_found_like_an_unknown_one(
+    client: TestClient, runtime: Runtime, me: Caller
+) -> None:
+    """set_default_signing_key and delete_signing_key name a key by id: another tenant's is
+    a 404, word for word an unknown key's (issue 11: was a 400 unlike the documented 404);
+    a build request naming one stays the documented 400."""
+    theirs = upload_key_file(client, management(runtime, make_tenant(runtime, "other").tenant_id))
+    for route, body in (
+        ("set_default_signing_key", {"platform": "android"}),
+        ("delete_signing_key", {}),
+    ):
+        foreign = failed(call(client, me, route, {**body, "key_id": theirs}), 404)
+        unknown = failed(call(client, me, route, {**body, "key_id": "sk_0000000000000000"}), 404)
+        assert foreign["code"] == unknown["code"] == "signing_key.not_found"
+        assert foreign["message"].replace(theirs, "K") == unknown["message"].replace(
+            "sk_0000000000000000", "K"
+        )
+    failed(request_upload(client, me, signing_key_id=theirs), 400, "signing_key.unknown")

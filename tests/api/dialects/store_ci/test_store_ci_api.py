@@ -381,3 +381,26 @@ def test_wrong_password_is_401(store: Store) -> None:
         "/appyard/v1/auth/login", json={"email": "dev@acme.test", "password": "wrong password"}
     )
     assert r.status_code == 401
+
+
+def test_another_tenants_issue_is_not_found_like_an_unknown_one(
+    runtime: Runtime, client: TestClient
+) -> None:
+    """Resolving another tenant's issue answered "Version <its version id> not found.", which
+    told the issue exists and named its version (issue 11); now as an unknown issue."""
+    theirs = Store(runtime, client, "theirs")
+    vid = released_version(theirs)
+    assert theirs.act(vid, "release", theirs.admin, countries=["DE"]).status_code == 200
+    issue = theirs.act(vid, "issues", theirs.reviewer, title="crash").json()["id"]
+    mine = Store(runtime, client, "mine")
+    foreign = client.post(f"/appyard/v1/issues/{issue}/resolve", headers=mine.dev)
+    unknown = client.post("/appyard/v1/issues/iss_0000000000000000/resolve", headers=mine.dev)
+    assert foreign.status_code == unknown.status_code == 404
+    assert vid not in foreign.text
+    assert foreign.json()["error"]["message"].replace(issue, "X") == unknown.json()["error"][
+        "message"
+    ].replace("iss_0000000000000000", "X")
+    # store staff still resolve any tenant's issue
+    assert (
+        client.post(f"/appyard/v1/issues/{issue}/resolve", headers=mine.reviewer).status_code == 200
+    )
