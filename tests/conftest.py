@@ -186,6 +186,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # the secrets scan reads what every other test wrote: it runs last
+    items.sort(key=lambda item: item.nodeid.startswith(SECRETS_SCAN))
     if not SCALE_OUT:
         return
     for item in items:
@@ -477,7 +479,69 @@ def wait_for_port(
     raise TimeoutError(f"nothing listening on {port}")
 
 
-APPYARD = [sys.executable, "-m", "appyard.cli"]
+# ``appyard`` as the tests run it: the CLI in its own process, its output also copied into the
+# session's transcripts (tests/transcribe.py), which tests/test_secrets_in_output.py reads.
+APPYARD = [sys.executable, str(ROOT / "tests" / "transcribe.py")]
+
+
+# --- transcripts: every log line and CLI output of the run, for the secrets scan ---------------
+
+TRANSCRIPTS = "APPYARD_TEST_TRANSCRIPTS"
+SECRETS_SCAN = "tests/test_secrets_in_output.py"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def transcripts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A folder that receives the output of every ``appyard`` process the tests start (via
+    tests/transcribe.py), of every in-process ``CliRunner`` run, and the in-process log lines
+    as appyard's own handler writes them (its formatter and redaction)."""
+    import json
+    import logging
+
+    from typer.testing import CliRunner
+
+    from appyard import logs
+
+    folder = tmp_path_factory.getbasetemp() / "transcripts"
+    folder.mkdir(exist_ok=True)
+    os.environ[TRANSCRIPTS] = str(folder)
+    stream = open(folder / "in-process.log", "a", encoding="utf-8")
+    handler = logs.handler()
+    handler.setStream(stream)  # type: ignore[attr-defined]
+    handler.setLevel(logging.INFO)
+    _LOG_HANDLER.append(handler)
+    invoke = CliRunner.invoke
+
+    def recorded(self: CliRunner, app: Any, args: Any = None, *more: Any, **kw: Any) -> Any:
+        result = invoke(self, app, args, *more, **kw)
+        argv = [str(a) for a in args] if isinstance(args, list | tuple) else [str(args)]
+        name = folder / f"runner-{time.time_ns()}.txt"
+        name.write_text(json.dumps(argv) + "\n" + result.output, encoding="utf-8")
+        return result
+
+    CliRunner.invoke = recorded  # type: ignore[method-assign]
+    yield folder
+    CliRunner.invoke = invoke  # type: ignore[method-assign]
+    _LOG_HANDLER.clear()
+    stream.close()
+    os.environ.pop(TRANSCRIPTS, None)
+
+
+_LOG_HANDLER: list[Any] = []
+
+
+@pytest.fixture(autouse=True)
+def _logs_transcribed() -> None:
+    """Every test's in-process log lines reach the transcript (a test that set up logging
+    replaced the root logger's handlers)."""
+    import logging
+
+    root = logging.getLogger()
+    for handler in _LOG_HANDLER:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    if root.level > logging.INFO or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
 
 
 # Service fixtures (SeaweedFS, Redis, an SMTP server, a webhook receiver) for every tier;

@@ -25,9 +25,12 @@ from pythonjsonlogger.json import JsonFormatter
 
 _PATTERNS = [
     (re.compile(r"(/_blob/)[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+"), r"\1[REDACTED]"),
+    (re.compile(r"(/i/)[A-Za-z0-9_\-]{16,}"), r"\1[REDACTED]"),  # an install link's token
     (re.compile(r"(?i)(bearer\s+)[^\s\"']+"), r"\1[REDACTED]"),
-    (re.compile(r"\b((?:ak|ci|mt|at|sa)_[0-9a-f]{20}):[A-Za-z0-9_\-]+"), r"\1:[REDACTED]"),
+    (re.compile(r"\b((?:ak|ci|mt|at|sa|uc)_[0-9a-f]{20}):[A-Za-z0-9_\-]+"), r"\1:[REDACTED]"),
     (re.compile(r"(?i)(X-Amz-Signature=|Signature=)[^&\s\"']+"), r"\1[REDACTED]"),
+    (re.compile(r"\bwhsec_[A-Za-z0-9+/=]+"), "whsec_[REDACTED]"),
+    (re.compile(r"(appyard_session=)[^;\s\"']+"), r"\1[REDACTED]"),
 ]
 
 # The ids a log line carries when they are known (None: not known here).
