@@ -219,6 +219,21 @@ def _version(value: int) -> tuple[int, int, int]:
     return (value >> 16, (value >> 8) & 0xFF, value & 0xFF)
 
 
+def check_commands_end(end: int, limit: int, where: str, *, what: str) -> None:
+    """Refuse load commands that end (``end``, header included) past ``limit``.
+
+    The one bound on load commands, applied to every slice read (``limit`` the slice's end,
+    then its code signature's start, since the code pages hashed stop there) and to every
+    header the re-signer plans (``limit`` the new signature's start), so the re-signer never
+    accepts a slice the verifier would refuse, nor writes one.
+    """
+    if end > limit:
+        raise BadMachO(
+            f"{what}: its load commands run past {where} (byte {limit}): the header's "
+            f"sizeofcmds says they end at byte {end}."
+        )
+
+
 def parse_slice(fh: BinaryIO, offset: int, size: int, *, what: str) -> MachOSlice:
     """Read the header and load commands of the thin Mach-O at ``offset``."""
     if size < 28:
@@ -230,8 +245,12 @@ def parse_slice(fh: BinaryIO, offset: int, size: int, *, what: str) -> MachOSlic
     header_size = 32 if is64 else 28
     fields = struct.unpack("<IiiIIII", _read(fh, offset, 28, what))
     _magic, cputype, cpusubtype, filetype, ncmds, sizeofcmds, _flags = fields
-    if sizeofcmds > MAX_LOAD_COMMANDS_BYTES or header_size + sizeofcmds > size:
-        raise BadMachO(f"{what}: its load commands run past the end of the file.")
+    if sizeofcmds > MAX_LOAD_COMMANDS_BYTES:
+        raise BadMachO(
+            f"{what}: its load commands claim {sizeofcmds} bytes; appyard reads at most "
+            f"{MAX_LOAD_COMMANDS_BYTES}."
+        )
+    check_commands_end(header_size + sizeofcmds, size, "the end of the file", what=what)
     commands = _read(fh, offset + header_size, sizeofcmds, what)
     segments: list[Segment] = []
     code_signature = None
@@ -283,6 +302,9 @@ def parse_slice(fh: BinaryIO, offset: int, size: int, *, what: str) -> MachOSlic
             dataoff, datasize = struct.unpack_from("<II", body, 8)
             if dataoff + datasize > size:
                 raise BadMachO(f"{what}: its code signature lies past the end of the file.")
+            check_commands_end(
+                header_size + sizeofcmds, dataoff, "the start of its code signature", what=what
+            )
             code_signature = (at, dataoff, datasize)
         elif cmd in (LC_ENCRYPTION_INFO, LC_ENCRYPTION_INFO_64):
             if cmdsize < 20:
@@ -378,6 +400,9 @@ def plan_signature(sl: MachOSlice, header: bytes, reserved: int, *, what: str) -
     else:
         at = sl.code_signature[0]
         struct.pack_into("<II", out, at + 8, code_limit, reserved)
+    check_commands_end(
+        len(out), code_limit, "where its code signature goes", what=f"{what} ({sl.arch})"
+    )
     filesize = code_limit + reserved - linkedit.fileoff
     vmsize = max(linkedit.vmsize, filesize + (-filesize) % VM_PAGE)
     if not linkedit.is64 and (vmsize > 0xFFFFFFFF or code_limit + reserved > 0xFFFFFFFF):
