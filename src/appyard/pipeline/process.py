@@ -383,8 +383,11 @@ class InspectBuild(BuildJob):
     """``build.inspect``: facts and findings (none blocks); the input is the output."""
 
     def work(self, tmp: Path) -> None:
-        seen = self.download_and_inspect(tmp)
-        build = seen.build
+        self.input_is_output(self.download_and_inspect(tmp).build)
+        log.info("job.inspected job_id=%s build_id=%s", self.job.id, self.build_id)
+
+    def input_is_output(self, build: Build) -> None:
+        """The job succeeds with the uploaded file as the build's output (unsigned)."""
         with self.s.transaction() as uow:
             jobs.succeed(
                 uow,
@@ -395,25 +398,14 @@ class InspectBuild(BuildJob):
                 output_sha256=build.sha256,
                 signed=False,
             )
-        log.info("job.inspected job_id=%s build_id=%s", self.job.id, build.id)
 
 
-class KeepBuild(BuildJob):
+class KeepBuild(InspectBuild):
     """``build.keep``: a custom-platform package is distributed as it was uploaded."""
 
     def work(self, tmp: Path) -> None:
-        build = self._build()
-        with self.s.transaction() as uow:
-            jobs.succeed(
-                uow,
-                self.s.clock,
-                job=self.current(uow),
-                output_key=build.source_key,
-                output_size=build.size,
-                output_sha256=build.sha256,
-                signed=False,
-            )
-        log.info("job.kept job_id=%s build_id=%s", self.job.id, build.id)
+        self.input_is_output(self._build())
+        log.info("job.kept job_id=%s build_id=%s", self.job.id, self.build_id)
 
 
 class ValidateVersion(BuildJob):
