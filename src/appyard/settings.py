@@ -40,6 +40,11 @@ class Settings(BaseSettings):
     # `appyard serve` answers the local store's signed downloads with sendfile(2) on a port of
     # its own: unset means port + 1, 0 means none (the API port serves them, through ASGI).
     download_port: int | None = Field(default=None, ge=0, le=65535)
+    # Client connections the API port holds open at once (Granian's `backpressure`, a permit
+    # per connection for as long as the client keeps it alive); past it, a new client waits
+    # unanswered until one closes. Granian's default in one process was 128: 128 keep-alive
+    # pollers shut everyone else out (bench/README.md, "Load").
+    max_connections: int = Field(default=2048, ge=16, le=65536)
     # Base of signed download URLs (local storage); empty: the download listener's address
     # when `appyard serve` runs one and public_url is unset, else public_url.
     download_url: str = ""

@@ -24,6 +24,8 @@ from appyard.core.models import Plan, TokenKind
 from appyard.logs import granian_dictconfig, setup_logging
 from appyard.runtime import check_backends
 
+log = logging.getLogger("appyard.serve")
+
 app = typer.Typer(
     help="appyard: a self-hosted home for mobile app builds.",
     no_args_is_help=True,
@@ -180,18 +182,56 @@ def serve(
         console.print(f"downloads (sendfile) on http://{settings.host}:{listener.port}")
     from appyard.app import create_app
 
+    connections = _connections_allowed(settings.max_connections)
     try:
-        _serve_in_process(create_app(runtime=runtime), settings.host, settings.port)
+        _serve_in_process(create_app(runtime=runtime), settings.host, settings.port, connections)
     finally:
         if listener is not None:
             listener.stop()
 
 
-def _serve_in_process(asgi: Any, host: str, port: int) -> None:
+# Files the process opens beside its client connections: database connections (SQLite: the
+# file, its WAL and shared memory each), objects being written, the download listener's clients.
+FILES_BESIDE_CONNECTIONS = 512
+LISTEN_BACKLOG = 1024  # connections the kernel completes before Granian accepts them
+
+
+def _connections_allowed(wanted: int) -> int:
+    """Raise this process's open-files limit (the soft one, up to the hard one) so that
+    ``wanted`` client connections fit beside the files appyard opens otherwise; how many fit.
+    A hard limit too low for them leaves fewer, with a warning line."""
+    import resource
+
+    need = wanted + FILES_BESIDE_CONNECTIONS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < need:
+        soft = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return wanted
+    allowed = max(16, soft - FILES_BESIDE_CONNECTIONS)
+    log.warning(
+        "serve.connections_limited max_connections=%d allowed=%d open_files_limit=%d",
+        wanted,
+        allowed,
+        soft,
+    )
+    return allowed
+
+
+def _serve_in_process(asgi: Any, host: str, port: int, max_connections: int) -> None:
     """Granian's embedded server, in this process: one interpreter holds the app (a Granian
     worker process would import everything a second time; see bench/README.md for RSS). The
     API port's file responses leave Python through ASGI pathsend; signed downloads of the
-    local store go to the sendfile listener started beside it (``serve``)."""
+    local store go to the sendfile listener started beside it (``serve``).
+
+    ``backpressure`` is the number of connections Granian keeps open at once: it takes a
+    permit before it accepts a connection and gives it back when the connection closes (an
+    idle keep-alive connection after Granian's 30 s header timeout), not per request. Left
+    to itself it is backlog / workers = 128 here, and 128 clients polling on keep-alive
+    connections left every new client, ``/healthz`` included, in the kernel's accept queue
+    (bench/README.md, "Load"). How much Python work runs at once is bounded elsewhere (one
+    event loop, AnyIO's 40 request threads), so this only bounds sockets and their buffers."""
     import asyncio
     import signal
 
@@ -204,6 +244,8 @@ def _serve_in_process(asgi: Any, host: str, port: int) -> None:
             address=host,
             port=port,
             interface=Interfaces.ASGI,
+            backlog=LISTEN_BACKLOG,
+            backpressure=max_connections,
             log_access=False,  # appyard writes its own access line (api/observe.py)
             log_dictconfig=granian_dictconfig(),  # Granian's lines in appyard's format
         )
