@@ -7,60 +7,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
-from streaming_form_data import StreamingFormDataParser
-from streaming_form_data.parser import parse_content_boundary
-from streaming_form_data.targets import BaseTarget, ValueTarget
 
 from appyard import errors
-from appyard.core.spool import HashedFile, owned_name
+from appyard.core.spool import owned_name
 
-MAX_FIELD = 64 * 1024
-
-
-class FormTooLarge(errors.UploadTooLarge):
-    """The upload is larger than allowed."""
-
-
-class _FileTarget(BaseTarget):  # type: ignore[misc]
-    """Hashes and writes each piece of the file part as the parser hands it over."""
-
-    def __init__(self, name: str, path: Path, limit: int) -> None:
-        super().__init__()
-        self.name = name
-        self.path = path
-        self.limit = limit
-        self.size = 0
-        self.file: HashedFile | None = None
-
-    def on_start(self) -> None:
-        if self.file is not None:
-            raise errors.InvalidField(f"The form carries the file part {self.name!r} twice.")
-        self.file = HashedFile(self.path)
-
-    def on_data_received(self, chunk: bytes) -> None:
-        self.size += len(chunk)
-        if self.size > self.limit:
-            raise FormTooLarge(f"The file is larger than the {self.limit} bytes allowed.")
-        assert self.file is not None
-        self.file.write(chunk)
-
-    def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
-
-    def discard(self) -> None:
-        if self.file is not None:
-            self.file.discard()
-        self.path.unlink(missing_ok=True)
-
-
-class _BoundedValue(ValueTarget):  # type: ignore[misc]
-    def on_data_received(self, chunk: bytes) -> None:
-        if sum(map(len, self._values)) + len(chunk) > MAX_FIELD:
-            raise errors.InvalidField("A form field is too long.")
-        super().on_data_received(chunk)
+if TYPE_CHECKING:
+    from appyard.api.form_targets import FileTarget, ValueTarget
 
 
 @dataclass
@@ -93,6 +48,13 @@ async def stream_form(
     """Parse the request body as it arrives. Parts not named are ignored (not stored). A file
     part holds at most ``max_size`` bytes (``file_limits`` may give a part less); a body that
     ends before its closing boundary is refused (a truncated upload is never taken)."""
+    from appyard.api.form_targets import (
+        BoundedValue,
+        FileTarget,
+        StreamingFormDataParser,
+        parse_content_boundary,
+    )
+
     content_type = request.headers.get("content-type", "")
     if not content_type.lower().startswith("multipart/form-data"):
         raise errors.MalformedForm("Send the upload as multipart/form-data.")
@@ -101,15 +63,15 @@ async def stream_form(
         ender = b"\r\n--" + parse_content_boundary(request.headers) + b"--"
     except Exception:  # the library raises bare exceptions for bad headers
         raise errors.MalformedForm("The multipart/form-data boundary is missing.") from None
-    targets: dict[str, _FileTarget] = {}
+    targets: dict[str, FileTarget] = {}
     values: dict[str, ValueTarget] = {}
     limits = file_limits or {}
     for name in file_fields:
         path = spool_dir / owned_name("form")
-        targets[name] = _FileTarget(name, path, min(max_size, limits.get(name, max_size)))
+        targets[name] = FileTarget(name, path, min(max_size, limits.get(name, max_size)))
         parser.register(name, targets[name])
     for name in text_fields:
-        values[name] = _BoundedValue()
+        values[name] = BoundedValue()
         parser.register(name, values[name])
     tail = b""
     try:
