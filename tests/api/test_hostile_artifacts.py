@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import io
+import plistlib
 import struct
 import time
 import tracemalloc
@@ -37,7 +38,6 @@ from tests.inspect.test_ipa_hostile import b_array, b_dict, b_str, bplist
 pytestmark = pytest.mark.skipif(SCALE_OUT, reason="in-process, on the embedded default")
 
 RELEASE_APK = FIXTURES / "fixture-release-v1v2v3.apk"
-BUNDLE = FIXTURES / "fixture-bundle.aab"
 HANG_SECONDS = 60  # catches hangs only
 MEMORY = 8 * 1024 * 1024  # Python allocations beyond the body the test client holds
 MEMORY_MANY_ENTRIES = 16 * 1024 * 1024  # 150,000 entries: refused from the end record
@@ -149,16 +149,10 @@ def make_artifact(name: str, folder: Path) -> Path:
     elif name == "huge-plist.ipa":
         huge_info_plist(path)
     elif name == "no-payload.ipa":
-        zip_of(path, [("Example.app/Info.plist", make_ipa_info())])
+        zip_of(path, [("Example.app/Info.plist", plistlib.dumps(info_plist()))])
     else:
         raise AssertionError(name)
     return path
-
-
-def make_ipa_info() -> bytes:
-    import plistlib
-
-    return plistlib.dumps(info_plist())
 
 
 ARTIFACTS = [
