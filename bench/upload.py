@@ -73,8 +73,10 @@ from _common import (
     free_bytes,
     free_port,
     interleave,
+    mem_available,
     mbps,
     paired_ratio,
+    prefault_memory,
     summary,
     temp_dir,
     terminate_on_sigterm,
@@ -787,7 +789,10 @@ class Bench:
     def setup_download(self, srv: Appyard) -> None:
         self.download = prepare_download(srv, self.payload, self.work)
         target = self.nginx_root / "download.apk"
-        shutil.copyfile(srv.object_path(self.download.key), target)
+        # the same file (a hard link: one inode, one set of page-cache pages), so both servers
+        # send identical bytes from identical memory; a copy would lay its pages out
+        # differently (the kernel's large folios), and that, not the server, moved the figure
+        os.link(srv.object_path(self.download.key), target)
         self.nginx_download = target
 
 
@@ -925,6 +930,14 @@ def main(argv: list[str] | None = None) -> int:
         default="delete",
         help="form uploads: both sides delete what they stored after each pair, or both keep it",
     )
+    parser.add_argument(
+        "--prefault-gib",
+        type=float,
+        default=None,
+        help="write to this much fresh memory once before the first pair (default: what the "
+        "run will fill with page cache, up to the memory available; 0: skip); see "
+        "bench/README.md, 'Fresh memory'",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args(argv)
@@ -963,6 +976,14 @@ def main(argv: list[str] | None = None) -> int:
             payload = work / "payload.bin"
             log(f"writing {args.size_mib} MiB of random bytes to {payload}")
             write_random_file(payload, size)
+            kept = args.pairs * 2 if args.regime == "keep" else 4  # objects kept at once
+            want = args.prefault_gib if args.prefault_gib is not None else (kept + 2) * size / 2**30
+            if want > 0:
+                touched, seconds = prefault_memory(want)
+                log(
+                    f"fresh memory: wrote to {touched / 2**30:.1f} GiB once in {seconds:.1f} s "
+                    f"(MemAvailable {mem_available() / 2**30:.1f} GiB)"
+                )
             nginx, nginx_base, nginx_root = start_nginx(work, logs)
             procs.append(nginx)
             log(f"nginx {nginx_base} (pid {nginx.pid}), root {nginx_root}")

@@ -16,7 +16,7 @@ from starlette.testclient import TestClient
 
 from appyard.backends.storage.local import LocalBlobStore
 from appyard.backends.storage.local_http import blob_app
-from appyard.backends.storage.local_sendfile import DownloadListener
+from appyard.backends.storage.local_listener import BlobListener
 
 SIZE = 100_000
 MTIME = 1_790_000_000  # 2026-09-21, a fixed time so the validators below are known
@@ -32,8 +32,8 @@ def store(tmp_path: Path) -> LocalBlobStore:
 
 
 @pytest.fixture
-def listener(store: LocalBlobStore) -> Iterator[DownloadListener]:
-    srv = DownloadListener(store, "127.0.0.1", 0)
+def listener(store: LocalBlobStore) -> Iterator[BlobListener]:
+    srv = BlobListener(store, "127.0.0.1", 0)
     srv.start()
     yield srv
     srv.stop()
@@ -97,7 +97,7 @@ def answer(response: httpx.Response) -> tuple[int, dict[str, str | None]]:
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_both_download_routes_answer_a_conditional_request_alike(
-    case: str, store: LocalBlobStore, listener: DownloadListener
+    case: str, store: LocalBlobStore, listener: BlobListener
 ) -> None:
     method, headers, expected = CASES[case]
     token = store.presign_get(KEY, file_name="app.apk", expires_in=60).url.rsplit("/_blob/", 1)[1]

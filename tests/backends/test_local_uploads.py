@@ -20,21 +20,40 @@ import httpx
 import pytest
 
 from appyard.backends.storage.local import LocalBlobStore
+from appyard.backends.storage.local_listener import BlobListener
 from appyard.core.models import Part
 from tests.backends.conftest import BlobHttp
+from tests.conftest import free_port
 
 KEY = "t_1/uploads/ios/production/7/app.ipa"
 PART = 64 * 1024
 
 
-@pytest.fixture
-def store(blob_http: BlobHttp, tmp_path: Path) -> LocalBlobStore:
-    name = f"local-{os.urandom(4).hex()}"
+@pytest.fixture(params=["api", "listener"])
+def store(
+    request: pytest.FixtureRequest, blob_http: BlobHttp, tmp_path: Path
+) -> Iterator[LocalBlobStore]:
+    """The store's signed URLs served by the API port's route (``local_http``) or by the blob
+    listener of ``appyard serve`` (``local_listener``): both keep the same promises."""
+    if request.param == "api":
+        name = f"local-{os.urandom(4).hex()}"
+        made = LocalBlobStore(
+            tmp_path / "blobs", secret=b"s", public_url=f"{blob_http.base_url}/{name}"
+        )
+        blob_http.mount(name, made)
+        yield made
+        return
+    port = free_port()
     made = LocalBlobStore(
-        tmp_path / "blobs", secret=b"s", public_url=f"{blob_http.base_url}/{name}"
+        tmp_path / "blobs",
+        secret=b"s",
+        public_url="http://api.invalid",
+        download_url=f"http://127.0.0.1:{port}",
     )
-    blob_http.mount(name, made)
-    return made
+    listener = BlobListener(made, "127.0.0.1", port)
+    listener.start()
+    yield made
+    listener.stop()
 
 
 @pytest.fixture

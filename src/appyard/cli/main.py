@@ -134,7 +134,8 @@ def serve(
     download_port: Annotated[
         int | None,
         typer.Option(
-            help="sendfile downloads (APPYARD_DOWNLOAD_PORT; default: port + 1; 0: none)",
+            help="signed uploads and downloads (APPYARD_DOWNLOAD_PORT; default: port + 1; 0: "
+            "the API port serves them)",
             show_default=False,
         ),
     ] = None,
@@ -163,9 +164,9 @@ def serve(
     _bootstrap(ctx)
     listener = None
     if listen_downloads and runtime.local_store is not None:
-        from appyard.backends.storage.local_sendfile import DownloadListener
+        from appyard.backends.storage.local_listener import BlobListener
 
-        listener = DownloadListener(runtime.local_store, settings.host, listen_downloads)
+        listener = BlobListener(runtime.local_store, settings.host, listen_downloads)
         try:
             listener.start()
         except OSError as exc:
@@ -179,7 +180,7 @@ def serve(
         f"(data in {settings.data_dir.resolve()})"
     )
     if listener is not None:
-        console.print(f"downloads (sendfile) on http://{settings.host}:{listener.port}")
+        console.print(f"signed uploads and downloads on http://{settings.host}:{listener.port}")
     from appyard.app import create_app
 
     connections = _connections_allowed(settings.max_connections)

@@ -83,12 +83,16 @@ def disk_errors() -> Iterator[None]:
         raise
 
 
-class HashedFile:
-    """Appends to ``path`` (created; with ``exclusive`` it must not exist yet).
+class SpoolFile:
+    """Appends to ``path`` (created; with ``exclusive`` it must not exist yet), in
+    ``WRITE_BLOCK`` writes; never holds more than one block in memory.
 
     With ``at``, writes a range of an existing (or new) file from that offset instead, leaving
     the rest of the file alone (local multipart parts land in place, see
-    ``appyard.backends.storage.local``); the hash covers only the bytes written here.
+    ``appyard.backends.storage.local``).
+
+    A chunk of ``WRITE_BLOCK`` bytes or more that arrives with nothing pending is written at
+    once, before :meth:`write` returns, and is not kept: a caller may reuse its buffer.
     """
 
     def __init__(self, path: Path, *, exclusive: bool = True, at: int | None = None) -> None:
@@ -99,13 +103,11 @@ class HashedFile:
             flags = os.O_WRONLY | os.O_CREAT
         self._fd = os.open(path, flags, 0o600)
         self._at = at
-        self._hasher = _Hasher()
         self._pending = bytearray()
         self._written = 0
         self.size = 0  # bytes taken (written, or waiting in the block)
 
-    def write(self, chunk: bytes) -> None:
-        self._hasher.update(chunk)
+    def write(self, chunk: bytes | memoryview) -> None:
         self.size += len(chunk)
         if not self._pending and len(chunk) >= WRITE_BLOCK:
             self._write(chunk)
@@ -119,7 +121,7 @@ class HashedFile:
             self._write(self._pending)
             self._pending = bytearray()
 
-    def _write(self, data: bytes | bytearray) -> None:
+    def _write(self, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data)
         with disk_errors():
             while view:
@@ -130,12 +132,8 @@ class HashedFile:
                 view = view[done:]
                 self._written += done
 
-    def hexdigest(self) -> str:
-        return self._hasher.finish()
-
     def close(self) -> None:
-        """Write what is pending, close the file (and stop the hash thread); idempotent."""
-        self._hasher.finish()
+        """Write what is pending and close the file; idempotent."""
         if self._fd >= 0:
             try:
                 self.flush()
@@ -148,6 +146,28 @@ class HashedFile:
         self._pending = bytearray()
         self.close()
         self.path.unlink(missing_ok=True)
+
+
+class HashedFile(SpoolFile):
+    """A :class:`SpoolFile` whose bytes are hashed (SHA-256) on a thread of its own as they
+    are written; the hash covers only the bytes written here. Chunks are handed to the hash
+    thread as they are, so a caller must not reuse a chunk's buffer."""
+
+    def __init__(self, path: Path, *, exclusive: bool = True, at: int | None = None) -> None:
+        super().__init__(path, exclusive=exclusive, at=at)
+        self._hasher = _Hasher()
+
+    def write(self, chunk: bytes | memoryview) -> None:
+        self._hasher.update(bytes(chunk) if isinstance(chunk, memoryview) else chunk)
+        super().write(chunk)
+
+    def hexdigest(self) -> str:
+        return self._hasher.finish()
+
+    def close(self) -> None:
+        """Write what is pending, close the file and stop the hash thread; idempotent."""
+        self._hasher.finish()
+        super().close()
 
 
 # --- temporary files that outlive a killed process ---------------------------------------------

@@ -30,9 +30,10 @@ from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from appyard.inspect.archive import SafeZip
+from appyard.signing.legacy import DSAPublicKey, certificate_key
 
 MANIFEST = "META-INF/MANIFEST.MF"
 MAX_MANIFEST_BYTES = 32 * 1024 * 1024
@@ -209,14 +210,14 @@ def _verify_block(signed: cms.SignedData, sf: bytes) -> str | None:
             if message_digest != hashlib.new(digest_name, sf).digest():
                 return "the signed attributes' message digest does not match the .SF file"
             data = b"\x31" + attrs.dump()[1:]
-        key = x509.load_der_x509_certificate(cert.dump()).public_key()
+        key = certificate_key(cert.dump())
         signature = info["signature"].native
         sig_algo = info["signature_algorithm"].signature_algo
         if isinstance(key, rsa.RSAPublicKey) and sig_algo == "rsassa_pkcs1v15":
             key.verify(signature, data, padding.PKCS1v15(), algorithm)
         elif isinstance(key, ec.EllipticCurvePublicKey) and sig_algo == "ecdsa":
             key.verify(signature, data, ec.ECDSA(algorithm))
-        elif isinstance(key, dsa.DSAPublicKey) and sig_algo == "dsa":
+        elif isinstance(key, DSAPublicKey) and sig_algo == "dsa":
             key.verify(signature, data, algorithm)
         else:
             return f"unsupported signature algorithm {sig_algo}"

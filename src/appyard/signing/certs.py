@@ -20,10 +20,11 @@ from asn1crypto import core as asn1_core
 from asn1crypto import x509 as asn1_x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
-from cryptography.hazmat.primitives.serialization import load_der_public_key
 
+from appyard.signing import legacy
+from appyard.signing.legacy import DSAPublicKey
 from appyard.signing.model import CertificateInfo
 
 __all__ = [
@@ -177,13 +178,13 @@ def _first_attribute(name: asn1_x509.Name, oid: str) -> str | None:
 def load_public_key(spki_der: bytes) -> PublicKeyTypes:
     """A ``cryptography`` public key from DER SubjectPublicKeyInfo, or :class:`CertificateError`."""
     try:
-        return load_der_public_key(spki_der)
+        return legacy.public_key(spki_der)
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise CertificateError(f"Malformed public key: {exc}") from exc
 
 
 def _key_size(key: PublicKeyTypes | None) -> int | None:
-    if isinstance(key, rsa.RSAPublicKey | dsa.DSAPublicKey):
+    if isinstance(key, rsa.RSAPublicKey | DSAPublicKey):
         return key.key_size
     if isinstance(key, ec.EllipticCurvePublicKey):
         return key.curve.key_size
@@ -338,7 +339,7 @@ def verify_signature(
     elif kind is SignatureKind.ECDSA:
         if not isinstance(key, ec.EllipticCurvePublicKey):
             raise CertificateError("Malformed public key: not an EC key")
-    elif not isinstance(key, dsa.DSAPublicKey):
+    elif not isinstance(key, DSAPublicKey):
         raise CertificateError("Malformed public key: not a DSA key")
     try:
         if isinstance(key, rsa.RSAPublicKey):

@@ -2,12 +2,17 @@
 
 Objects live under ``root/objects/<key>``; multipart parts under ``root/multipart/<id>/``.
 Keys are validated and every resolved path is kept under the root. Writes go to a temporary
-file in the same directory, are hashed (SHA-256) while they stream, and are published with an
-atomic rename, so nothing half-written is ever visible under its key.
+file in the same directory and are published with an atomic link, so nothing half-written is
+ever visible under its key. A signed PUT's bytes are stored, not hashed: the build's job
+hashes its input as it reads it (as it must on S3, which reports no SHA-256), so hashing here
+too was a second pass over every upload on the request's critical path; ETags are opaque
+tokens, new for every write, as S3 clients expect. ``write`` (the server's own objects) still
+returns the SHA-256.
 
 Signed URLs point at this server itself (``<public_url>/_blob/<token>``, served by
-``local_http.py``; downloads at ``<download_url>/_blob/<token>`` when ``appyard serve`` runs
-the sendfile listener of ``local_sendfile.py``); a token is an HMAC-SHA256-signed, expiring
+``local_http.py``; at ``<download_url>/_blob/<token>`` when ``appyard serve`` runs the blob
+listener of ``local_listener.py``, which receives and sends the bytes off the API's event
+loop); a token is an HMAC-SHA256-signed, expiring
 description of one operation (put one object up to N bytes, put one part, get one object).
 
 A signed PUT is good for one upload: :meth:`LocalBlobStore.presign_put` opens a slot for the
@@ -42,7 +47,14 @@ from typing import Any, BinaryIO
 from appyard import errors
 from appyard.core.models import Part
 from appyard.core.ports import ArrivalListener, BlobInfo, SignedRequest, StoreLocation
-from appyard.core.spool import HashedFile, orphaned, owned_name, pid_alive, remove_orphans
+from appyard.core.spool import (
+    HashedFile,
+    SpoolFile,
+    orphaned,
+    owned_name,
+    pid_alive,
+    remove_orphans,
+)
 
 _KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._()+ \-]*(/[A-Za-z0-9_][A-Za-z0-9._()+ \-]*)*$")
 _UPLOAD_ID = re.compile(r"^[a-f0-9]{32}$")
@@ -74,6 +86,11 @@ def etag_of(sha256_hex: str) -> str:
     return f'"{sha256_hex[:32]}"'
 
 
+def new_etag() -> str:
+    """The ETag of one write of unhashed bytes: opaque, and new each time."""
+    return f'"{secrets.token_hex(16)}"'
+
+
 class LocalBlobStore:
     reports_arrivals = True
     location = StoreLocation(id="local", name="appyard local storage")
@@ -90,7 +107,8 @@ class LocalBlobStore:
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._listeners: list[ArrivalListener] = []
         self.public_url = public_url.rstrip("/")
-        self.download_url = (download_url or public_url).rstrip("/")
+        # signed PUTs and GETs: the blob listener's address when `appyard serve` runs one
+        self.transfer_url = (download_url or public_url).rstrip("/")
         self._secret = hashlib.sha256(b"appyard-local-blob-url\0" + secret).digest()
 
     # -- paths -------------------------------------------------------------------------------
@@ -128,11 +146,11 @@ class LocalBlobStore:
         return self.multipart / upload_id
 
     # -- signed URLs -------------------------------------------------------------------------
-    def _sign(self, payload: dict[str, Any], expires_in: int, *, base: str = "") -> str:
+    def _sign(self, payload: dict[str, Any], expires_in: int) -> str:
         payload = {**payload, "x": int(time.time()) + expires_in}
         body = _b64(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode())
         mac = _b64(hmac.new(self._secret, body.encode(), hashlib.sha256).digest())
-        return f"{base or self.public_url}/_blob/{body}.{mac}"
+        return f"{self.transfer_url}/_blob/{body}.{mac}"
 
     def verify(self, token: str, *, now: float | None = None) -> Grant:
         """The grant a token carries; SignedUrlInvalid when tampered with or expired."""
@@ -160,7 +178,7 @@ class LocalBlobStore:
     def download(self, token: str) -> tuple[Grant, Path]:
         """The grant and file a signed download URL names: ``SignedUrlInvalid`` when the token
         is tampered with, expired or not for downloads, ``BlobNotFound`` when the object is
-        gone. Both HTTP faces of the store (``local_http``, ``local_sendfile``) serve this."""
+        gone. Both HTTP faces of the store (``local_http``, ``local_listener``) serve this."""
         grant = self.verify(token)
         if grant.op != "get":
             raise errors.SignedUrlInvalid("This signed URL is not for downloads.")
@@ -187,7 +205,7 @@ class LocalBlobStore:
 
     def presign_get(self, key: str, *, file_name: str, expires_in: int) -> SignedRequest:
         self.path(key)
-        url = self._sign({"o": "get", "k": key, "f": file_name}, expires_in, base=self.download_url)
+        url = self._sign({"o": "get", "k": key, "f": file_name}, expires_in)
         return SignedRequest(method="GET", url=url)
 
     # -- writing -----------------------------------------------------------------------------
@@ -356,35 +374,34 @@ def _copy_into(source: Path, target: Path, offset: int) -> None:
 
 
 class _Feed:
-    """A request body fed in pieces to a :class:`HashedFile`, never past ``limit`` bytes."""
+    """A request body fed in pieces to a :class:`SpoolFile`, never past ``limit`` bytes."""
 
-    file: HashedFile
+    file: SpoolFile
     limit: int
 
     @property
     def size(self) -> int:
         return self.file.size
 
-    def feed(self, chunk: bytes) -> None:
+    def feed(self, chunk: bytes | memoryview) -> None:
         if self.file.size + len(chunk) > self.limit:
             raise errors.UploadTooLarge(f"The body is larger than the {self.limit} bytes allowed.")
         self.file.write(chunk)
 
 
 class StreamingWrite(_Feed):
-    """Bytes fed in pieces, hashed as they come, published atomically by :meth:`commit`,
-    which closes the signed PUT's slot."""
+    """Bytes fed in pieces, published atomically by :meth:`commit`, which closes the signed
+    PUT's slot."""
 
     def __init__(self, final: Path, tmp: Path, *, limit: int, slot: Path | None = None) -> None:
         self.final = final
         self.limit = limit
         self.slot = slot
         final.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.file = HashedFile(tmp / owned_name("put"))
+        self.file = SpoolFile(tmp / owned_name("put"))
 
     def commit(self) -> BlobInfo:
         """Publish; Conflict if the object already exists."""
-        sha = self.file.hexdigest()
         self.file.close()
         tmp = self.file.path
         try:
@@ -395,7 +412,7 @@ class StreamingWrite(_Feed):
             tmp.unlink(missing_ok=True)
         if self.slot is not None:
             self.slot.unlink(missing_ok=True)
-        return BlobInfo(key=self.final.name, size=self.size, etag=etag_of(sha), sha256=sha)
+        return BlobInfo(key=self.final.name, size=self.size, etag=new_etag())
 
     def discard(self) -> None:
         self.file.discard()
@@ -449,19 +466,19 @@ class PartWrite(_Feed):
                 pass
         if self.in_place:
             self.side = ""
-            self.file = HashedFile(folder / self.DATA, at=self.offset)
+            self.file = SpoolFile(folder / self.DATA, at=self.offset)
         else:
             self.side = owned_name(f"{number:05d}", ".part")
-            self.file = HashedFile(folder / self.side)
+            self.file = SpoolFile(folder / self.side)
 
     def commit(self) -> BlobInfo:
-        sha = self.file.hexdigest()
         self.file.close()
+        etag = new_etag()
         earlier = _PartMeta.read(self.meta_path) if self.meta_path.exists() else None
         meta = {
             "n": self.number,
             "size": self.size,
-            "etag": etag_of(sha),
+            "etag": etag,
             "offset": self.offset,
             "file": self.side,
         }
@@ -472,7 +489,7 @@ class PartWrite(_Feed):
             self.marker.unlink(missing_ok=True)
         if earlier is not None and earlier.file and earlier.file != self.side:
             (self.folder / earlier.file).unlink(missing_ok=True)
-        return BlobInfo(key=f"{self.number:05d}", size=self.size, etag=etag_of(sha), sha256=sha)
+        return BlobInfo(key=f"{self.number:05d}", size=self.size, etag=etag)
 
     def discard(self) -> None:
         self.file.close()

@@ -1,11 +1,11 @@
 """The HTTP side of the local blob store: the signed URLs it hands out are served here.
 
-``PUT /_blob/<token>`` streams a request body to disk (hashing as it goes, never holding it in
-memory), refusing more bytes than the token allows (413, keeping nothing) and PUTs whose slot
-is closed (410: the URL was used, or its upload cancelled); a published object is reported to
-the store's listener. ``GET /_blob/<token>`` serves an object with a file response (Granian's
-``pathsend``; ``local_sendfile.py`` serves the same GETs with ``sendfile(2)`` on a port of its
-own). Errors are ``{"error": "..."}``.
+``PUT /_blob/<token>`` streams a request body to disk (never holding it in memory), refusing
+more bytes than the token allows (413, keeping nothing) and PUTs whose slot is closed (410:
+the URL was used, or its upload cancelled); a published object is reported to the store's
+listener. ``GET /_blob/<token>`` serves an object with a file response (Granian's
+``pathsend``; ``local_listener.py`` serves the same PUTs and GETs, off the API's event loop and
+with ``sendfile(2)``, on a port of its own). Errors are ``{"error": "..."}``.
 
 Downloads are conditional the same way on both faces (and on nginx's, below): an ``ETag`` in
 nginx's format, ``Last-Modified``, ``If-None-Match`` / ``If-Modified-Since`` (304) and

@@ -31,6 +31,7 @@ from cryptography.x509.oid import NameOID
 
 from appyard.errors import InvalidArtifact
 from appyard.signing.ios.plist import get_bool, get_date, get_str, get_str_list, load_plist
+from appyard.signing.legacy import certificate_key
 
 MAX_PROFILE_BYTES = 2 * 1024 * 1024
 MAX_CERTIFICATES = 256
@@ -178,7 +179,7 @@ def _verify_signer(signer: Any, certs: list[Any], content: bytes) -> tuple[bool,
         to_verify = content
     signature = signer["signature"].native
     try:
-        public_key = x509.load_der_x509_certificate(cert.dump()).public_key()
+        public_key = certificate_key(cert.dump())
         if isinstance(public_key, rsa.RSAPublicKey):
             if signer["signature_algorithm"].signature_algo != "rsassa_pkcs1v15":
                 return False, cert
