@@ -83,7 +83,6 @@ def submit(
             app=app,
             path=spooled,
             file_name="app.apk",
-            sha256="0" * 64,
             source="test",
             meta={
                 "changelog": "Fixed crash on login screen",

@@ -136,9 +136,7 @@ def test_version_transitions_emit_their_events(
     with svc.transaction() as uow:
         ci = identity.create_token(uow, svc.clock, tenant_id=tenant.tenant_id, kind=TokenKind.CI)
         token = Actor(id=ci.token.id, tenant_id=tenant.tenant_id, token_kind=TokenKind.CI)
-        version, _ = versions.ingest_ci_upload(
-            svc, uow, token, path=spooled, file_name="app.apk", sha256="0" * 64
-        )
+        version, _ = versions.ingest_ci_upload(svc, uow, token, path=spooled, file_name="app.apk")
     assert Worker(svc).run_once("w")  # the validation run
     staff = Actor(id="us_admin", tenant_id=None, role=Role.STORE_ADMIN)
     developer = Actor(id="us_dev", tenant_id=tenant.tenant_id, role=Role.DEVELOPER)

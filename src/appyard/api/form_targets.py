@@ -12,7 +12,7 @@ from streaming_form_data.parser import parse_content_boundary
 from streaming_form_data.targets import BaseTarget, ValueTarget
 
 from appyard import errors
-from appyard.core.spool import HashedFile
+from appyard.core.spool import SpoolFile
 
 MAX_FIELD = 64 * 1024
 
@@ -30,7 +30,7 @@ class FormTooLarge(errors.UploadTooLarge):
 
 
 class FileTarget(BaseTarget):  # type: ignore[misc]
-    """Hashes and writes each piece of the file part as the parser hands it over."""
+    """Writes each piece of the file part as the parser hands it over."""
 
     def __init__(self, name: str, path: Path, limit: int) -> None:
         super().__init__()
@@ -38,12 +38,12 @@ class FileTarget(BaseTarget):  # type: ignore[misc]
         self.path = path
         self.limit = limit
         self.size = 0
-        self.file: HashedFile | None = None
+        self.file: SpoolFile | None = None
 
     def on_start(self) -> None:
         if self.file is not None:
             raise errors.InvalidField(f"The form carries the file part {self.name!r} twice.")
-        self.file = HashedFile(self.path)
+        self.file = SpoolFile(self.path)
 
     def on_data_received(self, chunk: bytes) -> None:
         self.size += len(chunk)

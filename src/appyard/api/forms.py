@@ -1,5 +1,7 @@
-"""Streaming multipart/form-data: file parts go straight to disk (hashed as they arrive),
-never into memory; small text fields are kept, bounded. Used by every dialect whose uploads
+"""Streaming multipart/form-data: file parts go straight to disk, never into memory; small
+text fields are kept, bounded. File parts are not hashed here: the job that inspects the
+build hashes its input as it reads it (``pipeline/process.py``), as it does for every other
+way bytes arrive. Used by every dialect whose uploads
 are form posts (store CI, distribution)."""
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ if TYPE_CHECKING:
 class SpooledFile:
     path: Path
     size: int
-    sha256: str
     filename: str
 
 
@@ -95,13 +96,9 @@ async def stream_form(
     form = Form()
     for name, target in targets.items():
         if target.file is not None:
-            sha = target.file.hexdigest()
             target.close()
             form.files[name] = SpooledFile(
-                path=target.path,
-                size=target.size,
-                sha256=sha,
-                filename=target.multipart_filename or "",
+                path=target.path, size=target.size, filename=target.multipart_filename or ""
             )
         else:
             target.discard()

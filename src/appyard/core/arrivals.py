@@ -82,14 +82,10 @@ def stored(svc: Services, uow: UnitOfWork, *, key: str, info: BlobInfo) -> Uploa
     return received
 
 
-def adopt(
-    svc: Services, uow: UnitOfWork, upload: Upload, path: Path, *, sha256: str | None = None
-) -> BlobInfo:
-    """A form post's spooled file (hashed as it was received) becomes the upload's object
-    (moved, not copied, on local disk), then arrives like any other."""
+def adopt(svc: Services, uow: UnitOfWork, upload: Upload, path: Path) -> BlobInfo:
+    """A form post's spooled file becomes the upload's object (moved, not copied, on local
+    disk), then arrives like any other (its job hashes it)."""
     info = svc.store.adopt(upload.key, path)
-    if info.sha256 is None and sha256 is not None:
-        info = BlobInfo(key=info.key, size=info.size, etag=info.etag, sha256=sha256)
     stored(svc, uow, key=upload.key, info=info)
     return info
 

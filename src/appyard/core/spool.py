@@ -1,16 +1,18 @@
-"""A file written chunk by chunk and hashed with SHA-256 as it grows, never held in memory.
+"""Files written chunk by chunk, never held in memory: :class:`SpoolFile` (request bodies:
+signed PUTs, parts, form posts) and :class:`HashedFile`, which also takes their SHA-256.
 
-The caller's thread writes; a thread of the file's own hashes (``hashlib`` releases the GIL
-on large buffers), so an upload handler receives and writes while the hash keeps up on the
-other core. Measured on the two-core reference machine (bench/README.md, "upload path"): a
-few per cent over hashing inline; handing the *writes* to threads as well, or using a thread
-pool with futures per chunk, was slower than inline. The hash thread's backlog is bounded
-(``BACKLOG`` bytes): past it the writer waits, so memory stays flat whatever the upload size.
+Request bodies are not hashed as they arrive: the job that inspects a build hashes its input
+as it reads it, so a hash here was a second pass over every byte on the request's critical
+path (on the two-core reference machine it took a core's worth of CPU while the upload ran).
+``HashedFile`` is for the server's own objects: a thread of the file's own hashes
+(``hashlib`` releases the GIL on large buffers) while the caller writes; its backlog is
+bounded (``BACKLOG`` bytes), so memory stays flat whatever the size.
 
-Writes are gathered into ``WRITE_BLOCK`` bytes before they reach the kernel: request bodies
-arrive in pieces of tens of KiB, and the kernel's cost per ``write(2)`` into new pages is such
-that 64 KiB writes took 2.6 times the CPU of 1 MiB ones for the same bytes (bench/README.md,
-"form upload").
+Pieces of ``DIRECT`` bytes or more go to the kernel as they are; smaller ones are gathered
+first. Gathering everything into 1 MiB blocks, as this module did, cost more than it saved:
+each new 1 MiB buffer is fresh memory from the kernel, and on memory the machine had touched
+before, 64 KiB and 1 MiB writes cost the same 0.2 s of CPU per GiB (bench/README.md, "Upload
+path", 2026-12-05 second session; the 2.6x measured earlier was the cost of fresh pages).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from pathlib import Path
 from appyard import errors
 
 BACKLOG = 4 * 1024 * 1024
-WRITE_BLOCK = 1024 * 1024
+DIRECT = 64 * 1024
 
 
 class _Hasher:
@@ -84,15 +86,15 @@ def disk_errors() -> Iterator[None]:
 
 
 class SpoolFile:
-    """Appends to ``path`` (created; with ``exclusive`` it must not exist yet), in
-    ``WRITE_BLOCK`` writes; never holds more than one block in memory.
+    """Appends to ``path`` (created; with ``exclusive`` it must not exist yet); holds at most
+    ``DIRECT`` bytes in memory.
 
     With ``at``, writes a range of an existing (or new) file from that offset instead, leaving
     the rest of the file alone (local multipart parts land in place, see
     ``appyard.backends.storage.local``).
 
-    A chunk of ``WRITE_BLOCK`` bytes or more that arrives with nothing pending is written at
-    once, before :meth:`write` returns, and is not kept: a caller may reuse its buffer.
+    A chunk of ``DIRECT`` bytes or more that arrives with nothing pending is written at once,
+    before :meth:`write` returns, and is not kept: a caller may reuse its buffer.
     """
 
     def __init__(self, path: Path, *, exclusive: bool = True, at: int | None = None) -> None:
@@ -109,11 +111,11 @@ class SpoolFile:
 
     def write(self, chunk: bytes | memoryview) -> None:
         self.size += len(chunk)
-        if not self._pending and len(chunk) >= WRITE_BLOCK:
+        if not self._pending and len(chunk) >= DIRECT:
             self._write(chunk)
             return
         self._pending += chunk
-        if len(self._pending) >= WRITE_BLOCK:
+        if len(self._pending) >= DIRECT:
             self.flush()
 
     def flush(self) -> None:

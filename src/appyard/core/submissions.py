@@ -62,7 +62,6 @@ def receive(
     app: App,
     path: Path,
     file_name: str,
-    sha256: str,
     source: str,
     meta: dict[str, Any],
     package: Package | None = None,
@@ -78,8 +77,8 @@ def receive(
             "and icon to distribute it as a custom-platform build."
         )
     if package is None or (extension in INSPECTED and package.platform in ("android", "ios")):
-        return _inspected(svc, uow, actor, app, path, name, sha256, source, meta, package)
-    return _package(svc, uow, actor, app, path, name, sha256, source, meta, package)
+        return _inspected(svc, uow, actor, app, path, name, source, meta, package)
+    return _package(svc, uow, actor, app, path, name, source, meta, package)
 
 
 def _inspected(
@@ -89,7 +88,6 @@ def _inspected(
     app: App,
     path: Path,
     file_name: str,
-    sha256: str,
     source: str,
     meta: dict[str, Any],
     package: Package | None,
@@ -115,7 +113,6 @@ def _inspected(
         platform=platform,
         path=path,
         file_name=name,
-        sha256=sha256,
         source=source,
         meta=meta,
         job_kind=jobs.INSPECT_BUILD,
@@ -134,7 +131,6 @@ def _package(
     app: App,
     path: Path,
     file_name: str,
-    sha256: str,
     source: str,
     meta: dict[str, Any],
     package: Package,
@@ -180,7 +176,6 @@ def _package(
         platform=platform,
         path=path,
         file_name=file_name,
-        sha256=sha256,
         source=source,
         meta=meta,
         job_kind=jobs.KEEP_BUILD,
@@ -200,7 +195,6 @@ def _record(
     platform: Platform,
     path: Path,
     file_name: str,
-    sha256: str,
     source: str,
     meta: dict[str, Any],
     job_kind: str,
@@ -237,5 +231,5 @@ def _record(
         max_size=svc.policy.max_size,
         signed=False,
     )
-    arrivals.adopt(svc, uow, ticket.upload, path, sha256=sha256)
+    arrivals.adopt(svc, uow, ticket.upload, path)
     return uow.builds.get(build.id) or build

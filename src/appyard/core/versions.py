@@ -216,7 +216,6 @@ def ingest_ci_upload(
     *,
     path: Path,
     file_name: str,
-    sha256: str,
 ) -> tuple[Version, ValidationRun]:
     """A streamed-to-disk APK becomes a draft version with a running validation.
 
@@ -261,7 +260,6 @@ def ingest_ci_upload(
         identifier=facts.identifier,
         version_code=str(code),
         version_name=facts.version_name,
-        sha256=sha256,
     )
     version = Version(
         id=new_id("ver"),
@@ -299,7 +297,7 @@ def ingest_ci_upload(
         max_size=svc.policy.max_size,
         signed=False,
     )
-    arrivals.adopt(svc, uow, ticket.upload, path, sha256=sha256)
+    arrivals.adopt(svc, uow, ticket.upload, path)
     return version, run
 
 

@@ -401,10 +401,22 @@ class InspectBuild(BuildJob):
 
 
 class KeepBuild(InspectBuild):
-    """``build.keep``: a custom-platform package is distributed as it was uploaded."""
+    """``build.keep``: a custom-platform package is distributed as it was uploaded (its
+    SHA-256 taken here: uploads are not hashed as they arrive)."""
 
     def work(self, tmp: Path) -> None:
-        self.input_is_output(self._build())
+        build = self._build()
+        if build.sha256 is None:
+            with self.stage(Stage.DOWNLOADING):
+                digest = hashlib.sha256()
+                with self.s.store.open_read(build.source_key) as src:
+                    for chunk in chunked(src):
+                        digest.update(chunk)
+            with self.s.transaction() as uow:
+                build = jobs.update_build(
+                    uow, self.s.clock, build_id=build.id, sha256=digest.hexdigest()
+                )
+        self.input_is_output(build)
         log.info("job.kept job_id=%s build_id=%s", self.job.id, self.build_id)
 
 

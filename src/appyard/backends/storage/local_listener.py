@@ -74,7 +74,6 @@ from appyard.backends.storage.local_http import (
     not_modified,
     range_applies,
 )
-from appyard.core.spool import WRITE_BLOCK
 
 log = logging.getLogger("appyard.blob")
 log_access = logging.getLogger("appyard.access")
@@ -85,6 +84,7 @@ HEAD_TIMEOUT = 30.0
 IDLE_TIMEOUT = 60  # seconds a transfer may make no progress before the client is dropped
 LINGER_SECONDS = 5.0  # after a refusal, how long the rest of a body is read and dropped
 TRANSFER_THREADS = 256
+RECEIVE_BLOCK = 1024 * 1024  # an upload's buffer: one recv_into (MSG_WAITALL), one write
 MAX_CHUNK_LINE = 4096  # a chunked body's size line (with extensions)
 PREFIX = "/_blob/"
 _REASONS = {
@@ -260,7 +260,7 @@ class _BodyReader:
     def __init__(self, conn: socket.socket, buffered: bytearray) -> None:
         self.conn = conn
         self.buffered = buffered  # received, not yet consumed; what is left goes back
-        self.block = bytearray(WRITE_BLOCK)
+        self.block = bytearray(RECEIVE_BLOCK)
         self.received = 0
 
     def _recv_some(self) -> None:
@@ -270,7 +270,7 @@ class _BodyReader:
         self.buffered += data
 
     def copy(self, count: int, feed: Callable[[memoryview], None]) -> None:
-        """Exactly ``count`` body bytes to ``feed``, in blocks of up to ``WRITE_BLOCK``."""
+        """Exactly ``count`` body bytes to ``feed``, in blocks of up to ``RECEIVE_BLOCK``."""
         if self.buffered:
             take = min(count, len(self.buffered))
             feed(memoryview(bytes(self.buffered[:take])))
@@ -279,7 +279,7 @@ class _BodyReader:
             self.received += take
         view = memoryview(self.block)
         while count:
-            want = min(count, WRITE_BLOCK)
+            want = min(count, RECEIVE_BLOCK)
             filled = 0
             while filled < want:  # MSG_WAITALL: one call per block unless the peer is slow
                 done = self.conn.recv_into(view[filled:want], want - filled, socket.MSG_WAITALL)

@@ -5,6 +5,7 @@ Against create_app() with a real database and store; jobs run by a Worker in the
 
 from __future__ import annotations
 
+import hashlib
 import io
 import zipfile
 from collections.abc import Iterator
@@ -288,8 +289,8 @@ def test_a_custom_platform_package_is_stored_and_distributed(
     path = f"/v1/organizations/{tenant.name}/apps/game/builds"
     with runtime.services.transaction() as uow:
         apps.create(uow, runtime.services.clock, tenant_id=tenant.tenant_id, slug="game")
-    r = upload(client, service, b"PK\x03\x04 console bits", path=path, name="game.nsp",
-               fields=fields, icon=icon)  # fmt: skip
+    package = b"PK\x03\x04 console bits"
+    r = upload(client, service, package, path=path, name="game.nsp", fields=fields, icon=icon)
     assert r.status_code == 200, r.text
     data = r.json()["data"]
     assert data["os"] == "switch" and data["originalExtension"] == "nsp"
@@ -299,6 +300,10 @@ def test_a_custom_platform_package_is_stored_and_distributed(
     assert work(runtime)
     done = client.get(f"{path}/{data['id']}", headers=auth(service)).json()["data"]
     assert done["status"] == "success"
+    with runtime.services.uow() as uow:  # hashed by its job, as every upload is
+        kept = uow.builds.get(data["id"])
+    assert kept is not None and kept.sha256 == hashlib.sha256(package).hexdigest()
+    assert kept.output_sha256 == kept.sha256
 
 
 @pytest.mark.parametrize("missing", ["packageName", "packageVersion", "packageIcon"])

@@ -303,7 +303,6 @@ async def _upload(
                     app=app,
                     path=build_file.path,
                     file_name=build_file.filename or "build",
-                    sha256=build_file.sha256,
                     source=SOURCE,
                     meta=meta,
                     package=package,

@@ -65,7 +65,6 @@ def routes(app: FastAPI) -> None:
                         caller,
                         path=apk.path,
                         file_name=apk.filename,
-                        sha256=apk.sha256,
                     )
 
             version, run = await run_in_threadpool(ingest)
