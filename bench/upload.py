@@ -976,7 +976,9 @@ def main(argv: list[str] | None = None) -> int:
             payload = work / "payload.bin"
             log(f"writing {args.size_mib} MiB of random bytes to {payload}")
             write_random_file(payload, size)
-            kept = args.pairs * 2 if args.regime == "keep" else 4  # objects kept at once
+            forms = len({"form", "dist"} & set(directions))
+            # objects kept at once: every form upload of both sides in the keep regime
+            kept = args.pairs * 2 * forms if args.regime == "keep" and forms else 4
             want = args.prefault_gib if args.prefault_gib is not None else (kept + 2) * size / 2**30
             if want > 0:
                 touched, seconds = prefault_memory(want)
