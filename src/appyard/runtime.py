@@ -135,8 +135,17 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
     )
 
 
-def upgrade_database(runtime: Runtime) -> None:
-    migrate.upgrade(runtime.engine)
+def upgrade_database(runtime: Runtime, *, apart: bool = False) -> None:
+    """Migrate the database to the code's head unless it is there already (then Alembic is not
+    even imported); ``apart``: in a child process (``appyard serve``, which runs for long and
+    would otherwise keep Alembic in memory)."""
+    if migrate.current(runtime.engine) == migrate.head():
+        return
+    if apart:
+        url = runtime.engine.url.render_as_string(hide_password=False)
+        migrate.upgrade_apart(url.replace("postgresql+psycopg://", "postgresql://", 1))
+    else:
+        migrate.upgrade(runtime.engine)
 
 
 def check_backends(runtime: Runtime) -> None:

@@ -3,6 +3,11 @@ APPYARD_DATABASE_URL names one)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
@@ -93,3 +98,42 @@ def test_0005_keeps_the_data_of_0004(database_url: str) -> None:
     finally:
         migrate.upgrade(engine)
         engine.dispose()
+
+
+def test_the_head_read_from_the_files_is_alembics() -> None:
+    from alembic.script import ScriptDirectory
+
+    assert migrate.head() == ScriptDirectory.from_config(migrate._config()).get_current_head()
+
+
+def test_the_server_migrates_a_new_database_without_loading_alembic(tmp_path: Path) -> None:
+    """`appyard serve` migrates the embedded database in a child process: the server's own
+    process never imports Alembic (11.7 MB it would keep for its whole life), and a database
+    already at the head is not migrated at all."""
+    script = """
+import sys
+from pathlib import Path
+from appyard.cli.main import app  # everything `appyard serve` imports
+from appyard.app import create_app
+from appyard.backends.db import migrate
+from appyard.runtime import build_runtime, upgrade_database
+from appyard.settings import Settings
+
+runtime = build_runtime(Settings(data_dir=Path(sys.argv[1])))
+assert migrate.current(runtime.engine) is None
+upgrade_database(runtime, apart=True)
+create_app(runtime=runtime)
+print(migrate.current(runtime.engine), migrate.head(), "alembic" in sys.modules)
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APPYARD_")}
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "data")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [migrate.head(), migrate.head(), "False"]

@@ -63,11 +63,16 @@ def settings_or_exit(obj: Ctx) -> Settings:
 
 
 def runtime_from(
-    ctx: typer.Context, *, migrate: bool = True, create_database: bool = False
+    ctx: typer.Context,
+    *,
+    migrate: bool = True,
+    create_database: bool = False,
+    migrate_apart: bool = False,
 ) -> Runtime:
     """The runtime over the settings. Only ``serve`` and ``db upgrade`` may make a new
     embedded database (``create_database``); every other command says that there is none
-    at the chosen place (exit 5) instead of silently starting an empty one."""
+    at the chosen place (exit 5) instead of silently starting an empty one. ``serve``
+    migrates the embedded database in a child process (``migrate_apart``)."""
     obj = ctx_obj(ctx)
     if obj.runtime is None:
         settings = settings_or_exit(obj)
@@ -82,7 +87,7 @@ def runtime_from(
             raise typer.Exit(exits.CONFIG)
         obj.runtime = build_runtime(settings)
         if migrate and obj.runtime.settings.effective_database_url.startswith("sqlite"):
-            upgrade_database(obj.runtime)  # the embedded shape migrates itself
+            upgrade_database(obj.runtime, apart=migrate_apart)  # the embedded shape migrates itself
     return obj.runtime
 
 

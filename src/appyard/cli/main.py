@@ -158,7 +158,8 @@ def serve(
         settings = obj.settings()
     setup_logging(settings.log_level, settings.log_format)
     metrics.setup(settings.metrics_dir)  # shared with this machine's other appyard processes
-    runtime = runtime_from(ctx, create_database=True)  # migrates the embedded database
+    # migrates the embedded database (in a child: the server never loads Alembic)
+    runtime = runtime_from(ctx, create_database=True, migrate_apart=True)
     check_backends(runtime)  # the bucket, in one sentence, before listening
     runtime.services.tidy()  # what a killed predecessor left behind
     _bootstrap(ctx)
