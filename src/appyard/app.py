@@ -22,6 +22,10 @@ from appyard.settings import Settings
 from appyard.worker import Worker
 
 log = logging.getLogger("appyard")
+# The job threads of the worker that `appyard serve` runs in its own process are niced, so
+# that build jobs (CPU-bound for seconds) leave the CPUs to the requests: on two CPUs a status
+# poll waited behind them (bench/README.md, "Load").
+EMBEDDED_WORKER_NICE = 10
 
 
 def create_app(
@@ -44,6 +48,7 @@ def create_app(
                 concurrency=runtime.settings.worker_concurrency,
                 sweep_seconds=runtime.settings.upload_sweep_seconds,
                 retention_seconds=runtime.settings.retention_interval_seconds,
+                nice=EMBEDDED_WORKER_NICE,
             )
             worker.start()
         app.state.worker = worker

@@ -41,8 +41,10 @@ class Worker:
         sweep_seconds: float = SWEEP_SECONDS,
         handlers: dict[str, Handler] | None = None,
         retention_seconds: float = RETENTION_SECONDS,
+        nice: int = 0,
     ):
         self.services = services
+        self.nice = nice  # added to the job threads' niceness (Linux: per thread)
         self.retention_seconds = retention_seconds
         self._last_retention: float | None = None  # the first sweep schedules
         self.concurrency = concurrency
@@ -185,7 +187,18 @@ class Worker:
         finally:
             self._sweep_lock.release()
 
+    def _lower_priority(self) -> None:
+        """This job thread (and the threads it starts) yields the CPUs to the API's threads
+        of the same process: Linux keeps a niceness per thread."""
+        tid = threading.get_native_id()
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + self.nice)
+        except OSError as exc:  # not permitted, or not Linux: jobs run at the process's
+            log.warning("worker.nice_failed error=%s", exc)
+
     def _loop(self, owner: str) -> None:
+        if self.nice:
+            self._lower_priority()
         while not self._stop.is_set():
             try:
                 self._maybe_sweep()
