@@ -6,6 +6,7 @@
 * ``job_queue`` / ``make_job_queue``: ``embedded`` and ``redis`` (the Redis at 127.0.0.1:6379,
   or ``APPYARD_TEST_REDIS_URL``), one list per test.
 * ``private_redis``: a redis-server of the test's own on a free port, for restarting it.
+* ``listener``: the blob listener of ``appyard serve`` over the test module's ``store``.
 
 A missing service skips locally and fails in CI (``need``).
 """
@@ -26,6 +27,7 @@ from appyard.backends.queue.embedded import EmbeddedQueue
 from appyard.backends.queue.redis import RedisQueue
 from appyard.backends.storage.local import LocalBlobStore
 from appyard.backends.storage.local_http import blob_app
+from appyard.backends.storage.local_listener import BlobListener
 from appyard.backends.storage.s3 import MIN_PART_SIZE, S3BlobStore
 from appyard.core.ports import BlobStore, JobQueue
 from tests.backends.services import PrivateRedis, S3Server
@@ -67,6 +69,15 @@ def blob_http() -> Iterator[BlobHttp]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def listener(store: LocalBlobStore) -> Iterator[BlobListener]:
+    """The blob listener of `appyard serve` over the test module's ``store`` fixture."""
+    srv = BlobListener(store, "127.0.0.1", 0)
+    srv.start()
+    yield srv
+    srv.stop()
 
 
 # --- blob_store ---------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import email.utils
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -29,14 +28,6 @@ def store(tmp_path: Path) -> LocalBlobStore:
     store.write(KEY, [os.urandom(SIZE)])
     os.utime(store.path(KEY), (MTIME, MTIME))
     return store
-
-
-@pytest.fixture
-def listener(store: LocalBlobStore) -> Iterator[BlobListener]:
-    srv = BlobListener(store, "127.0.0.1", 0)
-    srv.start()
-    yield srv
-    srv.stop()
 
 
 ETAG = f'"{MTIME:x}-{SIZE:x}"'  # nginx's format: mtime and size in hex

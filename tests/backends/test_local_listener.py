@@ -12,7 +12,6 @@ import json
 import os
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -29,14 +28,6 @@ SIZE = 3 * 1024 * 1024 + 17
 @pytest.fixture
 def store(tmp_path: Path) -> LocalBlobStore:
     return LocalBlobStore(tmp_path / "blobs", public_url="http://testserver", secret=b"s" * 32)
-
-
-@pytest.fixture
-def listener(store: LocalBlobStore) -> Iterator[BlobListener]:
-    srv = BlobListener(store, "127.0.0.1", 0)
-    srv.start()
-    yield srv
-    srv.stop()
 
 
 @pytest.fixture
