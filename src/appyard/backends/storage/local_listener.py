@@ -353,7 +353,8 @@ class BlobListener:
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
         try:
-            server = socket.create_server((self.host, self.port), backlog=1024)
+            family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+            server = socket.create_server((self.host, self.port), family=family, backlog=1024)
         except OSError as exc:  # reported to start()
             self._failure = exc
             self._ready.set()
