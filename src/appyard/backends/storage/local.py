@@ -106,7 +106,6 @@ class LocalBlobStore:
         for folder in (self.objects, self.multipart, self.slots, self.tmp):
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._listeners: list[ArrivalListener] = []
-        self.public_url = public_url.rstrip("/")
         # signed PUTs and GETs: the blob listener's address when `appyard serve` runs one
         self.transfer_url = (download_url or public_url).rstrip("/")
         self._secret = hashlib.sha256(b"appyard-local-blob-url\0" + secret).digest()
@@ -186,6 +185,31 @@ class LocalBlobStore:
         if not path.is_file():
             raise errors.BlobNotFound("The object does not exist.")
         return grant, path
+
+    def upload(
+        self, token: str, *, declared: int | None = None
+    ) -> tuple[Grant, StreamingWrite | PartWrite]:
+        """The grant a signed upload URL (a PUT or a part) carries and the writer for its body,
+        before a byte of the body is read: ``SignedUrlInvalid`` when the token is tampered
+        with, expired or not for uploads, ``UploadTooLarge`` when the ``declared`` length is
+        over the grant's size, and what :meth:`writer` / :meth:`part_writer` refuse. Both
+        HTTP faces of the store serve this; they call :meth:`published` after the commit."""
+        grant = self.verify(token)
+        if grant.op not in ("put", "part"):
+            raise errors.SignedUrlInvalid("This signed URL is not for uploads.")
+        if declared is not None and declared > grant.max_size:
+            raise errors.UploadTooLarge(
+                f"The body is larger than the {grant.max_size} bytes allowed."
+            )
+        if grant.op == "put":
+            return grant, self.writer(grant.key, limit=grant.max_size)
+        return grant, self.part_writer(grant.upload_id, grant.part_number, part_size=grant.max_size)
+
+    def published(self, grant: Grant, info: BlobInfo) -> None:
+        """An upload's writer committed: an object (not a part) is reported to the listeners."""
+        if grant.op == "put":
+            log.info("blob.stored bytes=%d", info.size)
+            self.report(grant.key, info)
 
     def presign_put(
         self, key: str, *, max_size: int, expires_in: int, content_type: str | None = None

@@ -20,7 +20,6 @@ sends the file from an ``internal`` location that maps that prefix onto the stor
 from __future__ import annotations
 
 import email.utils
-import logging
 import mimetypes
 import os
 from collections.abc import Mapping
@@ -33,9 +32,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from appyard import errors
-from appyard.backends.storage.local import LocalBlobStore, PartWrite, StreamingWrite
-
-log = logging.getLogger("appyard.blob")
+from appyard.backends.storage.local import LocalBlobStore
 
 mimetypes.add_type("application/vnd.android.package-archive", ".apk")
 mimetypes.add_type("application/octet-stream", ".aab")
@@ -95,6 +92,12 @@ def accel_location(prefix: str, key: str) -> str:
     return prefix + quote(key, safe="/")
 
 
+def blob_status(exc: errors.AppyardError) -> int:
+    """The HTTP status of a refused upload or download: a body over the size is 413 here
+    (the dialects answer their own limits in their own shapes)."""
+    return 413 if isinstance(exc, errors.UploadTooLarge) else exc.status
+
+
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
@@ -104,36 +107,25 @@ def blob_app(store: LocalBlobStore, *, accel_redirect: str = "") -> Starlette:
     under this prefix."""
 
     async def put(request: Request) -> Response:
+        declared = request.headers.get("content-length")
         try:
-            grant = store.verify(request.path_params["token"])
-            if grant.op not in ("put", "part"):
-                raise errors.SignedUrlInvalid("This signed URL is not for uploads.")
-            declared = request.headers.get("content-length")
-            if declared is not None and declared.isdigit() and int(declared) > grant.max_size:
-                return _error(413, f"The body is larger than the {grant.max_size} bytes allowed.")
-            writer: StreamingWrite | PartWrite = (
-                store.writer(grant.key, limit=grant.max_size)
-                if grant.op == "put"
-                else store.part_writer(grant.upload_id, grant.part_number, part_size=grant.max_size)
+            grant, writer = store.upload(
+                request.path_params["token"],
+                declared=int(declared) if declared is not None and declared.isdigit() else None,
             )
         except errors.AppyardError as exc:
-            return _error(exc.status, exc.message)
+            return _error(blob_status(exc), exc.message)
         try:
             async for chunk in request.stream():
                 writer.feed(chunk)
             info = writer.commit()
-        except errors.UploadTooLarge as exc:
-            writer.discard()
-            return _error(413, exc.message)
         except errors.AppyardError as exc:
             writer.discard()
-            return _error(exc.status, exc.message)
+            return _error(blob_status(exc), exc.message)
         except BaseException:
             writer.discard()
             raise
-        if grant.op == "put":
-            log.info("blob.stored bytes=%d", info.size)
-            await run_in_threadpool(store.report, grant.key, info)
+        await run_in_threadpool(store.published, grant, info)
         return Response(status_code=200, headers={"ETag": info.etag})
 
     async def get(request: Request) -> Response:

@@ -67,6 +67,7 @@ from typing import Any, TypeVar
 from appyard import errors, logs, metrics
 from appyard.backends.storage.local import LocalBlobStore, PartWrite, StreamingWrite
 from appyard.backends.storage.local_http import (
+    blob_status,
     content_disposition,
     file_etag,
     http_date,
@@ -536,23 +537,12 @@ class BlobListener:
                 raise _BadRequest(501, "Only the chunked transfer coding is understood.")
             if declared is not None and not chunked and not declared.isdigit():
                 raise _BadRequest(400, "The Content-Length header is not a number.")
-            grant = self.store.verify(path[len(PREFIX) :])
-            if grant.op not in ("put", "part"):
-                raise errors.SignedUrlInvalid("This signed URL is not for uploads.")
             length = 0 if chunked or declared is None else int(declared)
-            if length > grant.max_size:
-                raise _BadRequest(
-                    413, f"The body is larger than the {grant.max_size} bytes allowed."
-                )
-            writer: StreamingWrite | PartWrite = (
-                self.store.writer(grant.key, limit=grant.max_size)
-                if grant.op == "put"
-                else self.store.part_writer(
-                    grant.upload_id, grant.part_number, part_size=grant.max_size
-                )
-            )
-        except (_BadRequest, errors.AppyardError) as exc:
+            grant, writer = self.store.upload(path[len(PREFIX) :], declared=length)
+        except _BadRequest as exc:
             return await self._refuse(conn, _error_bytes(exc.status, exc.message, False))
+        except errors.AppyardError as exc:
+            return await self._refuse(conn, _error_bytes(blob_status(exc), exc.message, False))
         if headers.get("expect", "").lower() == "100-continue":
             await self._send(conn, b"HTTP/1.1 100 Continue\r\n\r\n")
         exchange = _EXCHANGE.get()
@@ -564,19 +554,19 @@ class BlobListener:
             await self._in_thread(writer.discard)
             log.info("blob.upload_broken bytes=%d", reader.received)
             return False
-        except (_BadRequest, errors.AppyardError) as exc:
+        except _BadRequest as exc:
             await self._in_thread(writer.discard)
-            status = 413 if isinstance(exc, errors.UploadTooLarge) else exc.status
-            return await self._refuse(conn, _error_bytes(status, exc.message, False))
+            return await self._refuse(conn, _error_bytes(exc.status, exc.message, False))
+        except errors.AppyardError as exc:
+            await self._in_thread(writer.discard)
+            return await self._refuse(conn, _error_bytes(blob_status(exc), exc.message, False))
         except BaseException:
             await asyncio.shield(self._in_thread(writer.discard))
             raise
         finally:
             if exchange is not None:
                 exchange.received = reader.received
-        if grant.op == "put":
-            log.info("blob.stored bytes=%d", info.size)
-            await self._in_thread(self.store.report, grant.key, info)
+        await self._in_thread(self.store.published, grant, info)
         keep = request.keep_alive
         await self._send(
             conn, _head_bytes(200, [("etag", info.etag), ("content-length", "0")], keep)
