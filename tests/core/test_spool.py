@@ -1,4 +1,5 @@
-"""HashedFile: the bytes on disk and their SHA-256, with the hash computed on its own thread."""
+"""HashedFile: the bytes on disk and their SHA-256, with the hash computed on its own thread;
+SpoolFile: the bytes on disk, pieces written as they come."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from appyard.core.spool import HashedFile
+from appyard.core.spool import HashedFile, SpoolFile
 
 MIB = 1024 * 1024
 
@@ -65,3 +66,29 @@ def test_memory_stays_bounded_and_no_thread_is_left_behind(tmp_path: Path) -> No
     assert digest == hashlib.sha256(bytes(96 * MIB)).hexdigest()
     assert peak < 8 * MIB, peak  # the 4 MiB backlog, the buffer in hand, and change
     assert threading.active_count() == before
+
+
+def test_a_spool_file_writes_large_pieces_at_once_so_their_buffer_can_be_reused(
+    tmp_path: Path,
+) -> None:
+    """What the blob listener does: small bytes first (those that came with the request
+    head), then one buffer refilled for every block. Each block must be on disk, in order,
+    when ``write`` returns, and never copied into memory whole."""
+    head, blocks = os.urandom(100), [os.urandom(MIB) for _ in range(4)]
+    buffer = bytearray(MIB)
+    view = memoryview(buffer)
+    tracemalloc.start()
+    try:
+        out = SpoolFile(tmp_path / "f")
+        out.write(head)
+        for block in blocks:
+            view[:] = block  # refilled in place, as recv_into does
+            out.write(view)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    out.close()
+
+    assert (tmp_path / "f").read_bytes() == head + b"".join(blocks)
+    assert out.size == 100 + 4 * MIB
+    assert peak < MIB // 2, peak  # the small pending bytes, not a copy of a block

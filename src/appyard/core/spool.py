@@ -93,8 +93,8 @@ class SpoolFile:
     the rest of the file alone (local multipart parts land in place, see
     ``appyard.backends.storage.local``).
 
-    A chunk of ``DIRECT`` bytes or more that arrives with nothing pending is written at once,
-    before :meth:`write` returns, and is not kept: a caller may reuse its buffer.
+    A chunk of ``DIRECT`` bytes or more is written at once (after what is pending), before
+    :meth:`write` returns, and is not kept: a caller may reuse its buffer.
     """
 
     def __init__(self, path: Path, *, exclusive: bool = True, at: int | None = None) -> None:
@@ -111,7 +111,8 @@ class SpoolFile:
 
     def write(self, chunk: bytes | memoryview) -> None:
         self.size += len(chunk)
-        if not self._pending and len(chunk) >= DIRECT:
+        if len(chunk) >= DIRECT:
+            self.flush()
             self._write(chunk)
             return
         self._pending += chunk

@@ -274,7 +274,7 @@ class _BodyReader:
         """Exactly ``count`` body bytes to ``feed``, in blocks of up to ``RECEIVE_BLOCK``."""
         if self.buffered:
             take = min(count, len(self.buffered))
-            feed(memoryview(bytes(self.buffered[:take])))
+            feed(memoryview(self.buffered[:take]))  # a copy: the slice outlives the del
             del self.buffered[:take]
             count -= take
             self.received += take
