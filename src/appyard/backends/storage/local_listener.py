@@ -226,10 +226,8 @@ def _blocking(conn: socket.socket) -> Iterator[None]:
     conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, idle)
     try:
         yield
-    except (BlockingIOError, TimeoutError):  # the kernel's timeout: no progress for too long
-        raise _ClientGone from None
-    except ConnectionError:
-        raise _ClientGone from None
+    except (BlockingIOError, TimeoutError, ConnectionError):  # the kernel's timeout (no
+        raise _ClientGone from None  # progress for too long), or the client went away
     finally:
         conn.setblocking(False)
 
