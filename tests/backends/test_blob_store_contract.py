@@ -318,6 +318,28 @@ def test_adopt_stores_a_file_and_removes_it(blob_store: BlobStore, tmp_path: Pat
         assert fh.read() == b"signed output"
 
 
+def test_fetch_puts_the_object_at_a_path_with_its_sha256(
+    blob_store: BlobStore, tmp_path: Path
+) -> None:
+    data = os.urandom(3 * MIB + 5)
+    blob_store.write(KEY, _pieces(data, MIB))
+    dest = tmp_path / "input.apk"
+
+    info = blob_store.fetch(KEY, dest)
+
+    assert dest.read_bytes() == data
+    assert (info.size, info.sha256) == (len(data), hashlib.sha256(data).hexdigest())
+    # the job's copy goes with its work directory; the object stays
+    dest.unlink()
+    with blob_store.open_read(KEY) as fh:
+        assert fh.read() == data
+
+
+def test_fetch_of_a_missing_object_is_blob_not_found(blob_store: BlobStore, tmp_path: Path) -> None:
+    with pytest.raises(errors.BlobNotFound):
+        blob_store.fetch(KEY, tmp_path / "input.apk")
+
+
 # --- keys -----------------------------------------------------------------------------------------
 
 

@@ -23,14 +23,14 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -45,6 +45,7 @@ from appyard.core.models import Actor
 from appyard.core.ports import UnitOfWork
 
 log = logging.getLogger("appyard.api")
+T = TypeVar("T")
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -90,7 +91,9 @@ class Dialect:
 # --- requests -----------------------------------------------------------------------------------
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
+    """The app's services, on the event loop: FastAPI runs a plain ``def`` dependency in a
+    worker thread, and a thread hop per request costs more than the lookup."""
     svc: Services = request.app.state.services
     return svc
 
@@ -136,25 +139,37 @@ def credential_of(
     return presented
 
 
-@contextmanager
-def reading(
-    svc: Services, credential: identity.AnyCredential, request: Request | None = None
-) -> Iterator[tuple[Actor, UnitOfWork]]:
-    """``with reading(svc, credential) as (caller, uow)``: the caller authenticated and the
-    route's reads done in one read-only unit of work (one connection, one short transaction
-    that takes no write lock, one worker thread: a status poll). The token's last use is
-    written afterwards as :func:`authenticator` does; ``request`` gets the caller's tenant for
-    the access line."""
-    identified: identity.Identified | None = None
-    try:
+async def reading(
+    svc: Services,
+    credential: identity.AnyCredential,
+    request: Request,
+    read: Callable[[Actor, UnitOfWork], T],
+) -> T:
+    """``await reading(svc, credential, request, read)``: the caller authenticated and
+    ``read(caller, uow)`` done in one read-only unit of work (one connection, one short
+    transaction that takes no write lock): a status poll. The token's last use is written
+    afterwards, when due, as :func:`authenticator` does; ``request`` gets the caller's tenant
+    for the access line.
+
+    When the database runs in this process (SQLite) the read runs on the event loop: three
+    lookups by key cost about 0.2 ms there, less than a hop to a worker thread and back, and
+    under load every hop is a hand-off of the GIL between threads (bench/README.md, "Load").
+    A database across a network is read in a worker thread. The write, which may wait for the
+    write lock, always runs in a worker thread."""
+
+    def work() -> tuple[T, identity.Identified]:
         with svc.uow.read() as uow:
             identified = identity.identify(uow, svc.clock, credential)
-            if request is not None:
-                request.state.tenant_id = identified.actor.tenant_id  # for the access line
-            yield identified.actor, uow
-    finally:
-        if identified is not None:
-            _record_use(svc, identified)
+            request.state.tenant_id = identified.actor.tenant_id  # for the access line
+            return read(identified.actor, uow), identified
+
+    if svc.uow.reads_in_process:
+        result, identified = work()
+    else:
+        result, identified = await run_in_threadpool(work)
+    if identified.touch is not None:
+        await run_in_threadpool(_record_use, svc, identified)
+    return result
 
 
 def _record_use(svc: Services, identified: identity.Identified) -> None:

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -500,6 +501,10 @@ class Savepoint(Protocol):
 
 
 class UnitOfWorkFactory(Protocol):
+    # True when a short read costs less than handing it to another thread: the database runs
+    # in this process (SQLite), not across a network.
+    reads_in_process: bool
+
     def __call__(self) -> AbstractContextManager[UnitOfWork]: ...
 
     def read(self) -> AbstractContextManager[UnitOfWork]:
@@ -581,6 +586,13 @@ class BlobStore(Protocol):
         """Remove the object, and whatever could still create it (an unused signed PUT)."""
         ...
 
+    def fetch(self, key: str, dest: Path) -> BlobInfo:
+        """Put the object at ``dest`` (a new path) and return its size and SHA-256: a hard
+        link when the store is local disk on the same filesystem (no bytes copied, the object
+        only read once to hash it), a download otherwise. The caller must not write into
+        ``dest``: it may be the object itself."""
+        ...
+
     def adopt(self, key: str, path: Path) -> BlobInfo:
         """Store the file at ``path`` under ``key``, moving it when the store is local disk
         (no copy), uploading it otherwise. The file is gone afterwards."""
@@ -657,3 +669,16 @@ def chunked(fh: BinaryIO, size: int = 1024 * 1024) -> Iterator[bytes]:
     """Read ``fh`` in ``size`` pieces: the one way core streams bytes."""
     while chunk := fh.read(size):
         yield chunk
+
+
+def copy_hashed(src: BinaryIO, dest: BinaryIO | None = None) -> tuple[int, str]:
+    """Read ``src`` to its end (writing each piece to ``dest`` when given); its size and
+    SHA-256 (hex)."""
+    digest = hashlib.sha256()
+    size = 0
+    for chunk in chunked(src):
+        digest.update(chunk)
+        if dest is not None:
+            dest.write(chunk)
+        size += len(chunk)
+    return size, digest.hexdigest()

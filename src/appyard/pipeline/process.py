@@ -17,7 +17,6 @@ while a stage runs, and a worker that lost its lease stops without writing.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import tempfile
@@ -33,7 +32,7 @@ from appyard import errors
 from appyard.core import apps, builds, controls, detections, jobs, signing_keys, spool, versions
 from appyard.core.context import Services
 from appyard.core.models import Build, Finding, Job, SigningKey, Stage
-from appyard.core.ports import UnitOfWork, chunked
+from appyard.core.ports import UnitOfWork, copy_hashed
 from appyard.inspect import inspect_file, to_jsonable
 from appyard.pipeline import transforms
 from appyard.signing.ios.resign import resign_ipa
@@ -209,15 +208,9 @@ class BuildJob:
         build = self._build()
         kind = build.file_name.rsplit(".", 1)[1]
         source = tmp / f"input.{kind}"
-        with self.stage(Stage.DOWNLOADING):
-            digest = hashlib.sha256()
-            size = 0
-            with self.s.store.open_read(build.source_key) as src, open(source, "wb") as out:
-                for chunk in chunked(src):
-                    digest.update(chunk)
-                    out.write(chunk)
-                    size += len(chunk)
-            sha256 = digest.hexdigest()
+        with self.stage(Stage.DOWNLOADING):  # on local disk: a hard link, hashed
+            fetched = self.s.store.fetch(build.source_key, source)
+            size, sha256 = fetched.size, fetched.sha256
 
         with self.stage(Stage.INSPECTING):
             facts = inspect_file(source, kind)
@@ -308,10 +301,12 @@ class ProcessBuild(BuildJob):
                 output = self._sign(build, kind, output, tmp)
                 signed = True
 
-        with self.stage(Stage.UPLOADING):
+        with self.stage(Stage.UPLOADING):  # on local disk: moved into the store, not copied
             key = builds.output_key(build)
             with open(output, "rb") as fh:
-                info = self.s.store.write(key, chunked(fh))
+                size, sha256 = copy_hashed(fh)
+            self.s.store.delete(key)  # what an earlier, interrupted attempt stored
+            self.s.store.adopt(key, output)
 
         with self.s.transaction() as uow:
             jobs.succeed(
@@ -319,11 +314,11 @@ class ProcessBuild(BuildJob):
                 self.s.clock,
                 job=self.current(uow),
                 output_key=key,
-                output_size=info.size,
-                output_sha256=info.sha256,
+                output_size=size,
+                output_sha256=sha256,
                 signed=signed,
             )
-        log.info("job.completed job_id=%s build_id=%s bytes=%d", self.job.id, build.id, info.size)
+        log.info("job.completed job_id=%s build_id=%s bytes=%d", self.job.id, build.id, size)
 
     def _signing_material(self, build: Build) -> SigningMaterial | None:
         """The build's managed key, opened once (the integrity manifest and the signature
@@ -408,14 +403,10 @@ class KeepBuild(InspectBuild):
         build = self._build()
         if build.sha256 is None:
             with self.stage(Stage.DOWNLOADING):
-                digest = hashlib.sha256()
                 with self.s.store.open_read(build.source_key) as src:
-                    for chunk in chunked(src):
-                        digest.update(chunk)
+                    _, sha256 = copy_hashed(src)
             with self.s.transaction() as uow:
-                build = jobs.update_build(
-                    uow, self.s.clock, build_id=build.id, sha256=digest.hexdigest()
-                )
+                build = jobs.update_build(uow, self.s.clock, build_id=build.id, sha256=sha256)
         self.input_is_output(build)
         log.info("job.kept job_id=%s build_id=%s", self.job.id, self.build_id)
 

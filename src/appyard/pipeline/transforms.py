@@ -412,8 +412,11 @@ def apply(control_ids: list[str], kind: str, src: Path, ctx: TransformContext) -
         out = ctx.workdir / f"step{index}-{spec.id}.{kind}"
         if function(current, out, kind, ctx):
             current = out
-    if current == src:
+    if current == src:  # nothing applied: the input, as a file of its own name
         out = ctx.workdir / f"output.{kind}"
-        shutil.copyfile(src, out)
+        try:
+            os.link(src, out)
+        except OSError:
+            shutil.copyfile(src, out)
         current = out
     return current

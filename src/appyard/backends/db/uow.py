@@ -120,6 +120,7 @@ class SqlUnitOfWorkFactory:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.reads_in_process = engine.dialect.name == "sqlite"
 
     @contextmanager
     def __call__(self) -> Iterator[ports.UnitOfWork]:

@@ -46,7 +46,13 @@ from typing import Any, BinaryIO
 
 from appyard import errors
 from appyard.core.models import Part
-from appyard.core.ports import ArrivalListener, BlobInfo, SignedRequest, StoreLocation
+from appyard.core.ports import (
+    ArrivalListener,
+    BlobInfo,
+    SignedRequest,
+    StoreLocation,
+    copy_hashed,
+)
 from appyard.core.spool import (
     HashedFile,
     SpoolFile,
@@ -246,6 +252,21 @@ class LocalBlobStore:
         finally:
             out.discard()  # only removes the temporary file when something failed
         return BlobInfo(key=key, size=out.size, etag=etag_of(sha), sha256=sha)
+
+    def fetch(self, key: str, dest: Path) -> BlobInfo:
+        """A hard link to the object at ``dest`` (another filesystem: a copy), hashed."""
+        final = self.path(key)
+        try:
+            os.link(final, dest)
+        except FileNotFoundError:
+            raise errors.BlobNotFound(f"No object {key!r}.") from None
+        except OSError:  # another filesystem
+            with self.open_read(key) as src, open(dest, "xb") as out:
+                size, sha = copy_hashed(src, out)
+        else:
+            with open(dest, "rb") as fh:
+                size, sha = copy_hashed(fh)
+        return BlobInfo(key=key, size=size, etag=etag_of(sha), sha256=sha)
 
     def adopt(self, key: str, path: Path) -> BlobInfo:
         """Move a finished file into the store (same filesystem: a rename, no copy)."""

@@ -52,7 +52,13 @@ from botocore.exceptions import ClientError
 
 from appyard import errors
 from appyard.core.models import Part
-from appyard.core.ports import ArrivalListener, BlobInfo, SignedRequest, StoreLocation
+from appyard.core.ports import (
+    ArrivalListener,
+    BlobInfo,
+    SignedRequest,
+    StoreLocation,
+    copy_hashed,
+)
 
 MIB = 1024 * 1024
 MIN_PART_SIZE = 5 * MIB  # S3: every part but the last
@@ -400,6 +406,12 @@ class S3BlobStore:
                     self.abort_multipart(key, upload_id)
             raise
         return BlobInfo(key=key, size=size, etag=etag, sha256=digest.hexdigest())
+
+    def fetch(self, key: str, dest: Path) -> BlobInfo:
+        """Download the object to ``dest``, hashing it as it comes."""
+        with self.open_read(key) as src, open(dest, "xb") as out:
+            size, sha = copy_hashed(src, out)
+        return BlobInfo(key=key, size=size, etag="", sha256=sha)
 
     def adopt(self, key: str, path: Path) -> BlobInfo:
         """Upload the finished file at ``path`` (streamed, as :meth:`write`), then remove it."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
 
 from appyard import errors
 from appyard.api.dialects.automation import credentials
@@ -124,10 +125,14 @@ def routes(app: FastAPI) -> None:
         return {"job_id": str(build.number), "file_path": body.file_path, "aborted": True}
 
     @app.get("/status/{job_id}")
-    def status(job_id: str, presented: Presented, svc: Svc, request: Request) -> dict[str, Any]:
-        with reading(svc, presented, request) as (caller, uow):
-            build = builds.by_number(uow, caller, number=job_number(job_id))
-        return status_body(build)
+    async def status(job_id: str, presented: Presented, svc: Svc, request: Request) -> Response:
+        build = await reading(
+            svc,
+            presented,
+            request,
+            lambda caller, uow: builds.by_number(uow, caller, number=job_number(job_id)),
+        )
+        return JSONResponse(status_body(build))  # a dict needs no encoding of FastAPI's
 
     @app.get("/download/{job_id}")
     def download(job_id: str, caller: Caller, svc: Svc) -> dict[str, Any]:
