@@ -581,6 +581,11 @@ def run(args: argparse.Namespace, work: Path, procs: list[Proc]) -> tuple[Figure
         t1 = time.time()
         polls = pollers.stop()
         fig.polls_loaded, fig.seen_loaded, fig.poll_notes["B"] = latencies_ms(polls, t0, t1)
+        if args.polls_csv:  # every poll of B, to find stalls (bench/README.md, "Load")
+            with open(args.polls_csv, "w") as fh:
+                fh.write("sent_unix,latency_ms,status\n")
+                for sent, latency, status, _ in polls.window(t0, t1):
+                    fh.write(f"{sent:.4f},{latency * 1000:.2f},{status}\n")
         log(f"B: {fig.loaded.aggregate:.0f} MB/s; {len(fig.polls_loaded)} polls during uploads")
         if not fig.loaded.complete:
             log(f"B: STALLED: {len(fig.loaded.speeds)} of {args.uploads} uploads within the "
@@ -745,6 +750,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-minutes", type=float, default=5.0, help="time budget")
     parser.add_argument("--dir", type=Path, default=None, help="parent of the temporary dir")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--polls-csv", type=Path, default=None, help="B's polls, one per line")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args(argv)
     if args.uploads < 1 or args.clients < 1 or args.size_mb < 1:

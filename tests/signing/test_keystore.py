@@ -28,6 +28,7 @@ from appyard.signing.keystore import (
     KeystoreTooLarge,
     KeystoreUnreadable,
     NoPrivateKey,
+    OpenedKeys,
     SigningKeyInvalid,
     SigningMaterial,
     UnsupportedKey,
@@ -475,6 +476,49 @@ def test_expiry_is_judged_at_the_given_time() -> None:
 
     with pytest.raises(CertificateExpired):
         load_keystore(KEYS / "release.p12", password="fixture-release", now=later)
+
+
+# --- keys opened once per process -----------------------------------------------------------
+
+
+def test_a_keystore_is_opened_once_and_judged_at_every_load() -> None:
+    """Build jobs sign with keys opened before: deriving a PKCS#12 key from its password
+    holds the GIL for about 0.1 s, and every request of the process waited for it."""
+    opened = OpenedKeys()
+    data = (KEYS / "release.p12").read_bytes()
+
+    first = opened.load(data, password="fixture-release", alias="release")
+    again = opened.load(data, password="fixture-release", alias="release")
+
+    assert again.private_key is first.private_key  # not derived a second time
+    assert again.certificate == first.certificate and again.alias == "release"
+    with pytest.raises(CertificateExpired):  # the certificates end in 2054
+        opened.load(
+            data, password="fixture-release", alias="release", now=datetime(2060, 1, 1, tzinfo=UTC)
+        )
+
+
+def test_a_wrong_password_is_refused_every_time_even_after_the_right_one() -> None:
+    opened = OpenedKeys()
+    data = (KEYS / "release.p12").read_bytes()
+    opened.load(data, password="fixture-release", alias="release")
+
+    for _ in range(2):
+        with pytest.raises(WrongPassword):
+            opened.load(data, password="not-the-password", alias="release")
+
+
+def test_opened_keys_are_bounded_the_least_recently_used_leaving_first() -> None:
+    opened = OpenedKeys(size=1)
+    release = (KEYS / "release.p12").read_bytes()
+    other = (KEYS / "other.p12").read_bytes()
+
+    first = opened.load(release, password="fixture-release", alias="release")
+    opened.load(other, password="fixture-other", alias="other")
+    reopened = opened.load(release, password="fixture-release", alias="release")
+
+    assert reopened.private_key is not first.private_key
+    assert reopened.certificate == first.certificate
 
 
 def test_keystore_over_10_mb_is_refused_before_it_is_parsed(tmp_path: Path) -> None:

@@ -127,14 +127,16 @@ class Identified:
 
 def identify(uow: UnitOfWork, clock: Clock, credential: AnyCredential) -> Identified:
     """The actor behind any credential: a token of one of the presented kinds (of the tenant
-    it names, when it names one), or a live portal session. Reads only (two lookups by
-    primary key and one SHA-256), so it can run in a read-only unit of work; the caller
+    it names, when it names one), or a live portal session. Reads only (the token and its
+    tenant by primary key, one SHA-256), so it can run in a read-only unit of work; the caller
     records the token's use with :func:`record_use` when ``touch`` says so."""
     if isinstance(credential, SessionCredential):
         return Identified(users.from_session(uow, clock, token=credential.token))
-    token = uow.tokens.get(credential.key_id)
+    found = uow.tokens.get_with_tenant(credential.key_id)
+    token, tenant = found if found is not None else (None, None)
     if (
         token is None
+        or tenant is None
         or token.kind not in credential.kinds
         or not secret_matches(credential.secret, token.secret_hash)
     ):
@@ -146,9 +148,6 @@ def identify(uow: UnitOfWork, clock: Clock, credential: AnyCredential) -> Identi
         raise errors.CredentialExpired(
             f"This token expired on {token.expires_at.date().isoformat()}."
         )
-    tenant = uow.tenants.get(token.tenant_id)
-    if tenant is None:
-        raise errors.InvalidCredential("Invalid API key.")
     if token.kind is TokenKind.AUTOMATION and not tenants.limits(tenant).automation_allowed:
         raise errors.PlanNotAllowed(
             f"The Automation API is not available on the {tenant.plan.value} plan."

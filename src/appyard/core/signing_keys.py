@@ -39,12 +39,17 @@ from appyard.core.ports import BlobInfo, BlobStore, Clock, SignedRequest, UnitOf
 from appyard.inspect.mobileprovision import ProvisioningProfile, parse_mobileprovision
 from appyard.signing.keystore import (
     MAX_KEYSTORE_BYTES,
+    OpenedKeys,
     SigningKeyInvalid,
     SigningMaterial,
     generate_pkcs12,
     load_keystore_bytes,
 )
 from appyard.signing.lineage import DEFAULT_ROTATION_MIN_SDK, Rotation, read_lineage
+
+# Managed keys opened for signing in this process, so that a build does not spend 0.1 s
+# holding the GIL to derive its key from the keystore's password (signing/keystore.py).
+OPENED = OpenedKeys()
 
 
 class SigningKeyUnavailable(errors.Conflict):
@@ -331,7 +336,7 @@ def material(
         else None
     )
     try:
-        return key, load_keystore_bytes(
+        return key, OPENED.load(
             data,
             password=password,
             alias=key.alias,

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -192,6 +194,58 @@ def load_keystore_bytes(
         key, chain = _open_pem(data, data, key_password if key_password is not None else password)
         name = alias or default_alias
     return _finish(key, chain, name, now)
+
+
+class OpenedKeys:
+    """Keystores opened once per process: :meth:`load` is :func:`load_keystore_bytes`, but
+    the same content with the same passwords is decrypted only the first time.
+
+    Opening a keystore derives its keys from the password (PKCS#12: PBKDF2 over thousands of
+    rounds): about 0.1 s of CPU, during which the cryptography library holds the GIL, so
+    every other thread of the process (the API's requests) waits. A build job signs with a
+    managed key it opened before. Entries are found by a SHA-256 of the content and the
+    passwords (neither is kept); the certificates' validity is checked at every load, as
+    :func:`load_keystore_bytes` does; a failed load is never kept. At most ``size`` keys,
+    the least recently used leaving first."""
+
+    def __init__(self, size: int = 16) -> None:
+        self.size = size
+        self._opened: OrderedDict[bytes, SigningMaterial] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def load(
+        self,
+        data: bytes,
+        *,
+        password: str,
+        alias: str | None = None,
+        key_password: str | None = None,
+        now: datetime | None = None,
+        pkcs12_only: bool = False,
+    ) -> SigningMaterial:
+        entry = hashlib.sha256()
+        for part in (data, password, alias, key_password, pkcs12_only):
+            value = part if isinstance(part, bytes) else repr(part).encode()
+            entry.update(len(value).to_bytes(8, "big") + value)
+        found = entry.digest()
+        with self._lock:
+            opened = self._opened.get(found)
+            if opened is not None:
+                self._opened.move_to_end(found)
+        if opened is None:
+            opened = load_keystore_bytes(
+                data,
+                password=password,
+                alias=alias,
+                key_password=key_password,
+                now=now,
+                pkcs12_only=pkcs12_only,
+            )
+            with self._lock:
+                self._opened[found] = opened
+                while len(self._opened) > self.size:
+                    self._opened.popitem(last=False)
+        return _finish(opened.private_key, list(opened.cert_chain), opened.alias, now)
 
 
 def load_pem(

@@ -67,8 +67,9 @@ def _plan(cls: type) -> _Plan:
 
 
 def to_obj(cls: type[T], row: Any, **extra: Any) -> T:
-    """Build a core dataclass from a row, converting enums and datetimes by field type."""
-    mapping = dict(row._mapping)
+    """Build a core dataclass from a row (or a row's mapping), converting enums and
+    datetimes by field type."""
+    mapping = row._mapping if hasattr(row, "_mapping") else row
     kwargs: dict[str, Any] = {}
     for name, convert in _plan(cls):
         if name in extra:

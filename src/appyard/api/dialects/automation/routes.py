@@ -12,17 +12,12 @@ from fastapi.responses import JSONResponse, Response
 from appyard import errors
 from appyard.api.dialects.automation import credentials
 from appyard.api.dialects.automation.schemas import AbortRequest, CompleteRequest, UploadRequest
-from appyard.api.kit import Svc, authenticator, credential_of, reading
-from appyard.core import arrivals, builds, identity
+from appyard.api.kit import Svc, authenticator, reading
+from appyard.core import arrivals, builds
 from appyard.core.models import Actor, Build, BuildStatus
 
 SOURCE = "automation"
 Caller = Annotated[Actor, Depends(authenticator(credentials.extract, credentials.MISSING))]
-# The status route (polled by every client) authenticates and reads in one read-only unit
-# of work: see api.kit.reading.
-Presented = Annotated[
-    identity.AnyCredential, Depends(credential_of(credentials.extract, credentials.MISSING))
-]
 
 
 UNSIGNED = (
@@ -125,11 +120,12 @@ def routes(app: FastAPI) -> None:
         return {"job_id": str(build.number), "file_path": body.file_path, "aborted": True}
 
     @app.get("/status/{job_id}")
-    async def status(job_id: str, presented: Presented, svc: Svc, request: Request) -> Response:
+    async def status(job_id: str, request: Request) -> Response:
+        # polled by every client: authenticates and reads in one read-only unit of work
         build = await reading(
-            svc,
-            presented,
             request,
+            credentials.extract,
+            credentials.MISSING,
             lambda caller, uow: builds.by_number(uow, caller, number=job_number(job_id)),
         )
         return JSONResponse(status_body(build))  # a dict needs no encoding of FastAPI's

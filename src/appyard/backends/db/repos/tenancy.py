@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from appyard import errors
@@ -18,13 +20,7 @@ class TenantRepo(Repo):
     table = t.tenants
 
     def _tenant(self, row: object) -> Tenant:
-        m = row._mapping  # type: ignore[attr-defined]
-        overrides = LimitOverrides(
-            concurrent_builds=m["concurrent_builds"],
-            weekly_builds=m["weekly_builds"],
-            automation_keys=m["automation_keys"],
-        )
-        return to_obj(Tenant, row, overrides=overrides)
+        return tenant_of(row._mapping)  # type: ignore[attr-defined]
 
     def add(self, tenant: Tenant) -> None:
         values = to_row(tenant)
@@ -55,6 +51,24 @@ class TenantRepo(Repo):
             self.conn.execute(update(t.tenants).where(t.tenants.c.id == tenant_id).values(**values))
 
 
+def tenant_of(m: Mapping[str, Any]) -> Tenant:
+    overrides = LimitOverrides(
+        concurrent_builds=m["concurrent_builds"],
+        weekly_builds=m["weekly_builds"],
+        automation_keys=m["automation_keys"],
+    )
+    return to_obj(Tenant, m, overrides=overrides)
+
+
+_TENANT = "tenant__"
+# A token and its tenant in one statement (every authenticated request reads both).
+_TOKEN_WITH_TENANT = (
+    select(t.tokens, *(c.label(_TENANT + c.name) for c in t.tenants.c))
+    .join(t.tenants, t.tenants.c.id == t.tokens.c.tenant_id)
+    .where(t.tokens.c.id == bindparam("token_id"))
+)
+
+
 class TokenRepo(Repo):
     table = t.tokens
 
@@ -64,6 +78,14 @@ class TokenRepo(Repo):
     def get(self, token_id: str) -> Token | None:
         row = self._one_by(id=token_id)
         return to_obj(Token, row) if row else None
+
+    def get_with_tenant(self, token_id: str) -> tuple[Token, Tenant] | None:
+        row = self.conn.execute(_TOKEN_WITH_TENANT, {"token_id": token_id}).first()
+        if row is None:
+            return None
+        m = row._mapping
+        tenant = {k.removeprefix(_TENANT): v for k, v in m.items() if k.startswith(_TENANT)}
+        return to_obj(Token, m), tenant_of(tenant)
 
     def list(self, tenant_id: str, kind: TokenKind | None = None) -> list[Token]:
         q = select(t.tokens).where(t.tokens.c.tenant_id == tenant_id)
