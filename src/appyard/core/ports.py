@@ -512,9 +512,10 @@ class UnitOfWorkFactory(Protocol):
     def __call__(self) -> AbstractContextManager[UnitOfWork]: ...
 
     def read(self) -> AbstractContextManager[UnitOfWork]:
-        """A unit of work that only reads: a short transaction that takes no write lock (on
-        SQLite a deferred ``BEGIN``: it neither waits for writers nor makes them wait). It
-        cannot be committed; for hot read paths such as status polls."""
+        """A unit of work that only reads and takes no write lock: it neither waits for
+        writers nor makes them wait. Its statements may each see a snapshot of their own (on
+        SQLite they run without ``BEGIN``), so it suits reads of one row per statement, such
+        as authentication and status polls. It cannot be committed."""
         ...
 
 

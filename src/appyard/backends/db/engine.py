@@ -2,8 +2,9 @@
 
 SQLite runs in WAL mode with a busy timeout and ``BEGIN IMMEDIATE`` transactions, so
 concurrent writers queue instead of failing; a connection marked :data:`READ_ONLY` (the units
-of work of ``SqlUnitOfWorkFactory.read``) begins with a deferred ``BEGIN`` instead: in WAL mode
-its reads see one snapshot and neither wait for the writer nor make it wait.
+of work of ``SqlUnitOfWorkFactory.read``) begins no transaction at all: each of its statements
+reads a snapshot of its own (WAL mode), neither waiting for the writer nor making it wait, and
+a status poll spends no time on ``BEGIN`` and ``ROLLBACK`` (a fifth of its reading time).
 """
 
 from __future__ import annotations
