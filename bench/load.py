@@ -17,9 +17,14 @@ stored random asset). Then:
 - **P, polls alone**: ``--clients`` pollers, each its own keep-alive HTTP/1.1 connection,
   ``GET /automate/status/{job_id}`` once every ``--interval`` seconds for
   ``--idle-poll-seconds``: the latency of a poll with nothing else going on.
-- **B, under load**: the same uploads again while the same pollers run; status latency
-  (send to last byte) of every poll sent during the uploads, p50 / p99 / max, and upload
-  throughput against A's.
+- **B, under load**: the same uploads again while the same pollers run; status latency of
+  every poll sent during the uploads, p50 / p99 / max, from the request's hand-off to the
+  kernel to the kernel's receive timestamp of the answer's last piece (``SO_TIMESTAMPNS``: the
+  server's latency, not this process's, which shares the two CPUs with the uploads; the time
+  the polling loop read the answer is shown too), and upload throughput against A's.
+- A then B, ``--rounds`` times (P once, after the first A): one series of 20 uploads moved
+  by half between runs, so B/A is the median of the rounds' ratios and the p99 is over the
+  polls of every round (each round's is shown too).
 - **C, most requests per second**: ``--hammer-connections`` keep-alive connections send
   requests back to back for ``--hammer-seconds``, ``/healthz`` and the status route in turn,
   ``--hammer-pairs`` pairs (H S H S ...); the median of the per-pair ratios status/healthz.
@@ -28,7 +33,9 @@ stored random asset). Then:
   alike, so the ratio holds, the absolute figures are lower).
 
 Between phases every build job is waited for and what it stored is removed (both upload series
-start from the same disk state). Peak RSS is the sum of VmRSS over the server's process tree,
+start from the same disk state). Memory is written once before the run (``--prefault-gib``) and
+the guest keeps what it frees for the run (bench/_common.py: ``freed_memory_kept``), so that no
+series meets pages the host has just taken back. Peak RSS is the sum of VmRSS over the server's process tree,
 sampled every 50 ms, per phase. ``--profile FILE`` records the server with py-spy during
 phase C's status runs (raw folded stacks). Bounded: the whole run is stopped once
 ``--max-minutes`` are spent (a phase already running finishes; later ones are skipped).
@@ -70,6 +77,8 @@ from _common import (
     Proc,
     RssSampler,
     free_bytes,
+    freed_memory_kept,
+    prefault_memory,
     temp_dir,
     terminate_on_sigterm,
     write_random_file,
@@ -487,8 +496,8 @@ def settle(api: Api, data: Path, series: Series, deadline: Deadline) -> tuple[in
 # -- the run ------------------------------------------------------------------------------------
 @dataclass
 class Figures:
-    idle: Series | None = None
-    loaded: Series | None = None
+    # per round: the idle series (A), the loaded one (B), B's status p99 (ms)
+    rounds: list[tuple[Series, Series, float]] = field(default_factory=list)
     jobs: dict[str, tuple[int, int]] = field(default_factory=dict)
     polls_alone: list[float] = field(default_factory=list)  # ms
     polls_loaded: list[float] = field(default_factory=list)  # ms
@@ -535,64 +544,79 @@ def run(args: argparse.Namespace, work: Path, procs: list[Proc]) -> tuple[Figure
     api = Api(base, key)
     fig = Figures()
 
-    # A: uploads on an idle server
-    fig.loads["A"] = os.getloadavg()[0]
-    log(f"A: {args.uploads} uploads of {apk.stat().st_size / MB:.0f} MB, idle server")
-    os.sync()
-    with sampler.phase("A: uploads, idle"):
-        fig.idle = run_uploads(api, apk, args.uploads, args.upload_concurrency, "a", deadline)
-    log(f"A: {fig.idle.aggregate:.0f} MB/s over {fig.idle.wall:.1f} s; waiting for the jobs")
-    with sampler.phase("A: jobs"):
-        fig.jobs["A"] = settle(api, data, fig.idle, deadline)
-    job_ids = [str(t["job_id"]) for t in fig.idle.tickets]
-
-    # P: polls alone
-    if not deadline.expired and args.idle_poll_seconds > 0:
+    job_ids: list[str] = []
+    if args.polls_csv:
+        args.polls_csv.write_text("round,sent_unix,latency_ms,status\n")
+    for r in range(args.rounds):
+        if deadline.expired:
+            break
+        tag = f"{r + 1}" if args.rounds > 1 else ""
+        # A: uploads on an idle server
+        fig.loads[f"A{tag}"] = os.getloadavg()[0]
+        log(f"A{tag}: {args.uploads} uploads of {apk.stat().st_size / MB:.0f} MB, idle server")
         os.sync()
-        fig.loads["P"] = os.getloadavg()[0]
-        log(f"P: {args.clients} pollers, {args.idle_poll_seconds:.0f} s, nothing else running")
-        pollers = Pollers(port, key, job_ids, args.clients, args.interval).start()
-        time.sleep(args.interval)  # every client has sent its first poll
-        t0 = time.time()
-        with sampler.phase("P: polls alone"):
-            time.sleep(args.idle_poll_seconds)
-        t1 = time.time()
-        polls = pollers.stop()
-        fig.polls_alone, fig.seen_alone, fig.poll_notes["P"] = latencies_ms(polls, t0, t1)
+        with sampler.phase("A: uploads, idle"):
+            idle = run_uploads(api, apk, args.uploads, args.upload_concurrency, f"a{r}", deadline)
+        log(f"A{tag}: {idle.aggregate:.0f} MB/s over {idle.wall:.1f} s; waiting for the jobs")
+        with sampler.phase("A: jobs"):
+            fig.jobs[f"A{tag}"] = settle(api, data, idle, deadline)
+        job_ids = job_ids or [str(t["job_id"]) for t in idle.tickets]
 
-    # B: the same uploads under polls
-    if not deadline.expired:
+        # P: polls alone (once)
+        if r == 0 and not deadline.expired and args.idle_poll_seconds > 0:
+            os.sync()
+            fig.loads["P"] = os.getloadavg()[0]
+            log(f"P: {args.clients} pollers, {args.idle_poll_seconds:.0f} s, nothing else running")
+            pollers = Pollers(port, key, job_ids, args.clients, args.interval).start()
+            time.sleep(args.interval)  # every client has sent its first poll
+            t0 = time.time()
+            with sampler.phase("P: polls alone"):
+                time.sleep(args.idle_poll_seconds)
+            t1 = time.time()
+            polls = pollers.stop()
+            fig.polls_alone, fig.seen_alone, fig.poll_notes["P"] = latencies_ms(polls, t0, t1)
+
+        # B: the same uploads under polls
+        if deadline.expired:
+            break
         os.sync()
-        fig.loads["B"] = os.getloadavg()[0]
-        log(f"B: the same uploads while {args.clients} clients poll once per {args.interval} s")
+        fig.loads[f"B{tag}"] = os.getloadavg()[0]
+        log(f"B{tag}: the same uploads while {args.clients} clients poll once per "
+            f"{args.interval} s")  # fmt: skip
         pollers = Pollers(port, key, list(job_ids), args.clients, args.interval).start()
         time.sleep(args.interval)
         t0 = time.time()
         with sampler.phase("B: uploads + polls"):
-            fig.loaded = run_uploads(
+            loaded = run_uploads(
                 api,
                 apk,
                 args.uploads,
                 args.upload_concurrency,
-                "b",
+                f"b{r}",
                 deadline,
                 pollers.job_ids.append,
             )
         t1 = time.time()
         polls = pollers.stop()
-        fig.polls_loaded, fig.seen_loaded, fig.poll_notes["B"] = latencies_ms(polls, t0, t1)
+        ms, seen, notes = latencies_ms(polls, t0, t1)
+        fig.rounds.append((idle, loaded, percentile(ms, 99)))
+        fig.polls_loaded += ms
+        fig.seen_loaded += seen
+        total = fig.poll_notes.setdefault("B", dict.fromkeys(notes, 0))
+        for name, count in notes.items():
+            total[name] += count
         if args.polls_csv:  # every poll of B, to find stalls (bench/README.md, "Load")
-            with open(args.polls_csv, "w") as fh:
-                fh.write("sent_unix,latency_ms,status\n")
+            with open(args.polls_csv, "a") as fh:
                 for sent, latency, status, _ in polls.window(t0, t1):
-                    fh.write(f"{sent:.4f},{latency * 1000:.2f},{status}\n")
-        log(f"B: {fig.loaded.aggregate:.0f} MB/s; {len(fig.polls_loaded)} polls during uploads")
-        if not fig.loaded.complete:
-            log(f"B: STALLED: {len(fig.loaded.speeds)} of {args.uploads} uploads within the "
-                f"time budget ({fig.poll_notes['B']['unanswered']} polls unanswered)")  # fmt: skip
-        else:
-            with sampler.phase("B: jobs"):
-                fig.jobs["B"] = settle(api, data, fig.loaded, deadline)
+                    fh.write(f"{r + 1},{sent:.4f},{latency * 1000:.2f},{status}\n")
+        log(f"B{tag}: {loaded.aggregate:.0f} MB/s ({loaded.aggregate / idle.aggregate:.2f} of "
+            f"A); {len(ms)} polls during uploads, p99 {percentile(ms, 99):.1f} ms")  # fmt: skip
+        if not loaded.complete:
+            log(f"B{tag}: STALLED: {len(loaded.speeds)} of {args.uploads} uploads within the "
+                f"time budget ({notes['unanswered']} polls unanswered)")  # fmt: skip
+            break
+        with sampler.phase("B: jobs"):
+            fig.jobs[f"B{tag}"] = settle(api, data, loaded, deadline)
 
     # C: the most requests per second
     tool = args.hammer_tool
@@ -658,33 +682,50 @@ def report(fig: Figures, sampler: RssSampler, args: argparse.Namespace) -> dict[
         rows.append((what, value, target))
 
     ratio_up = ratio_c = p99 = float("nan")
-    if fig.idle:
-        row("A upload, idle: MB/s (all bytes / wall)", f"{fig.idle.aggregate:.0f}")
-        row("A upload, idle: per upload, median MB/s", f"{statistics.median(fig.idle.speeds):.0f}")
-        out["idle"] = {"aggregate_mbps": fig.idle.aggregate, "speeds": fig.idle.speeds,
-                       "wall": fig.idle.wall, "jobs": fig.jobs.get("A")}  # fmt: skip
+    if fig.rounds:
+        idle = [i.aggregate for i, _, _ in fig.rounds]
+        loaded = [b.aggregate for _, b, _ in fig.rounds]
+        ratios = [b.aggregate / i.aggregate for i, b, _ in fig.rounds]
+        ratio_up = statistics.median(ratios)
+
+        def each(values: list[float], fmt: str = ".0f") -> str:
+            return ", ".join(f"{v:{fmt}}" for v in values)
+
+        n = len(fig.rounds)
+        row(f"A upload, idle: MB/s (all bytes / wall; median of {n})",
+            f"{statistics.median(idle):.0f} ({each(idle)})")  # fmt: skip
+        per_upload = statistics.median([statistics.median(i.speeds) for i, _, _ in fig.rounds])
+        row("A upload, idle: per upload, median MB/s", f"{per_upload:.0f}")
     if fig.polls_alone:
         a = fig.polls_alone
         row("P status polls alone: p50 / p99 / max ms",
             f"{percentile(a, 50):.1f} / {percentile(a, 99):.1f} / {max(a):.1f}")  # fmt: skip
         out["polls_alone_ms"] = {"p50": percentile(a, 50), "p99": percentile(a, 99),
                                  "max": max(a), **fig.poll_notes["P"]}  # fmt: skip
-    if fig.loaded and fig.idle:
-        ratio_up = fig.loaded.aggregate / fig.idle.aggregate
-        row("B upload under polls: MB/s", f"{fig.loaded.aggregate:.0f}")
-        row("B upload under polls: per upload, median MB/s",
-            f"{statistics.median(fig.loaded.speeds):.0f}")  # fmt: skip
-        if not fig.loaded.complete:
-            row("B uploads done within the budget", f"{len(fig.loaded.speeds)} of {args.uploads}")
-        row("B/A upload throughput", f"{ratio_up:.2f}", f">= {TARGET_UPLOAD_RATIO}")
-        out["loaded"] = {"aggregate_mbps": fig.loaded.aggregate, "speeds": fig.loaded.speeds,
-                         "wall": fig.loaded.wall, "jobs": fig.jobs.get("B")}  # fmt: skip
+    if fig.rounds:
+        row(f"B upload under polls: MB/s (median of {n})",
+            f"{statistics.median(loaded):.0f} ({each(loaded)})")  # fmt: skip
+        per_upload = statistics.median([statistics.median(b.speeds) for _, b, _ in fig.rounds])
+        row("B upload under polls: per upload, median MB/s", f"{per_upload:.0f}")
+        if not all(b.complete for _, b, _ in fig.rounds):
+            row("B uploads done within the budget", "no: see the log")
+        row(f"B/A upload throughput (median of {n} rounds)",
+            f"{ratio_up:.2f} ({each(ratios, '.2f')})", f">= {TARGET_UPLOAD_RATIO}")  # fmt: skip
+        out["rounds"] = [
+            {"idle_mbps": i.aggregate, "loaded_mbps": b.aggregate, "status_p99_ms": p,
+             "idle_speeds": i.speeds, "loaded_speeds": b.speeds,
+             "idle_wall": i.wall, "loaded_wall": b.wall}
+            for i, b, p in fig.rounds
+        ]  # fmt: skip
+        out["jobs"] = fig.jobs
         out["upload_ratio"] = ratio_up
     if fig.polls_loaded:
         b = fig.polls_loaded
         p99 = percentile(b, 99)
         row("B status during uploads: p50 ms", f"{percentile(b, 50):.1f}")
-        row("B status during uploads: p99 ms", f"{p99:.1f}", f"< {TARGET_P99_MS:.0f}")
+        row("B status during uploads (all rounds' polls): p99 ms", f"{p99:.1f}",
+            f"< {TARGET_P99_MS:.0f}")  # fmt: skip
+        row("B status p99 ms, round by round", ", ".join(f"{p:.1f}" for *_, p in fig.rounds))
         row("B status during uploads: max ms", f"{max(b):.1f}")
         seen = fig.seen_loaded
         row("B the same, as the polling loop read them: p50 / p99 ms",
@@ -737,6 +778,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--uploads", type=int, default=20, help="uploads per series")
+    parser.add_argument("--rounds", type=int, default=3, help="A then B, this many times")
     parser.add_argument("--size-mb", type=int, default=100, help="APK size, MB (10^6 bytes)")
     parser.add_argument("--upload-concurrency", type=int, default=2)
     parser.add_argument("--clients", type=int, default=200, help="status pollers")
@@ -747,10 +789,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hammer-pairs", type=int, default=3)
     parser.add_argument("--hammer-tool", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument("--profile", type=Path, default=None, help="py-spy raw output (C)")
-    parser.add_argument("--max-minutes", type=float, default=5.0, help="time budget")
+    parser.add_argument("--max-minutes", type=float, default=10.0, help="time budget")
     parser.add_argument("--dir", type=Path, default=None, help="parent of the temporary dir")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     parser.add_argument("--polls-csv", type=Path, default=None, help="B's polls, one per line")
+    parser.add_argument("--prefault-gib", type=float, default=6.0,
+                        help="memory to write once before the run (bench/_common.py)")  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args(argv)
     if args.uploads < 1 or args.clients < 1 or args.size_mb < 1:
@@ -764,7 +808,15 @@ def main(argv: list[str] | None = None) -> int:
             f"{parent} has {free_bytes(parent) / 1e9:.1f} GB free; {need / 1e9:.1f} needed"
         )
     procs: list[Proc] = []
-    with terminate_on_sigterm(), temp_dir("appyard-load-", parent, keep=args.keep) as work:
+    with (
+        terminate_on_sigterm(),
+        temp_dir("appyard-load-", parent, keep=args.keep) as work,
+        freed_memory_kept() as held,
+    ):
+        log(held)
+        if args.prefault_gib > 0:  # both series write into memory touched before
+            touched, seconds = prefault_memory(args.prefault_gib)
+            log(f"fresh memory: wrote to {touched / 2**30:.1f} GiB once in {seconds:.1f} s")
         try:
             fig, sampler = run(args, work, procs)
         except BaseException:

@@ -72,6 +72,7 @@ from _common import (
     curl,
     free_bytes,
     free_port,
+    freed_memory_kept,
     interleave,
     mbps,
     mem_available,
@@ -968,7 +969,11 @@ def main(argv: list[str] | None = None) -> int:
     procs: list[Proc] = []
     servers: list[Appyard] = []
     bench: Bench | None = None
-    with terminate_on_sigterm(), temp_dir("appyard-bench-", parent, keep=args.keep) as work:
+    with (
+        terminate_on_sigterm(),
+        temp_dir("appyard-bench-", parent, keep=args.keep) as work,
+        contextlib.ExitStack() as stack,
+    ):
         logs, data, tmp = work / "logs", work / "appyard-data", work / "tmp"
         for d in (logs, tmp):
             d.mkdir()
@@ -980,6 +985,7 @@ def main(argv: list[str] | None = None) -> int:
             # objects kept at once: every form upload of both sides in the keep regime
             kept = args.pairs * 2 * forms if args.regime == "keep" and forms else 4
             want = args.prefault_gib if args.prefault_gib is not None else (kept + 2) * size / 2**30
+            log(stack.enter_context(freed_memory_kept()))
             if want > 0:
                 touched, seconds = prefault_memory(want)
                 log(
