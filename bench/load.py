@@ -33,10 +33,10 @@ stored random asset). Then:
   alike, so the ratio holds, the absolute figures are lower).
 
 Between phases every build job is waited for and what it stored is removed (both upload series
-start from the same disk state). Memory is written once before the run (``--prefault-gib``) and
+start from the same disk state). Memory is written once before the run (``--prefault-gib``),
 the guest keeps what it frees for the run (bench/_common.py: ``freed_memory_kept``), so that no
-series meets pages the host has just taken back. Peak RSS is the sum of VmRSS over the server's process tree,
-sampled every 50 ms, per phase. ``--profile FILE`` records the server with py-spy during
+series meets pages the host has just taken back. Peak RSS is the sum of VmRSS over the server's
+process tree, sampled every 50 ms, per phase. ``--profile FILE`` records the server with py-spy during
 phase C's status runs (raw folded stacks). Bounded: the whole run is stopped once
 ``--max-minutes`` are spent (a phase already running finishes; later ones are skipped).
 Everything it starts is stopped by PID; its temporary directory is removed (``--keep`` keeps
@@ -73,6 +73,7 @@ from typing import Any
 
 from _common import (
     MB,
+    CpuMeter,
     Deadline,
     Proc,
     RssSampler,
@@ -423,6 +424,8 @@ class Series:
     nbytes: int = 0
     tickets: list[dict[str, Any]] = field(default_factory=list)
     complete: bool = True
+    server_cpu: float = 0.0  # CPU seconds of the server's process tree during the series
+    machine_busy: float = 0.0  # the share of all CPUs' time spent busy during the series
 
     @property
     def aggregate(self) -> float:
@@ -493,6 +496,27 @@ def settle(api: Api, data: Path, series: Series, deadline: Deadline) -> tuple[in
     return done["completed"], done["failed"]
 
 
+class MachineMeter:
+    """The share of all CPUs' time spent busy (not idle, not waiting for I/O) in a block."""
+
+    busy = 0.0
+
+    @staticmethod
+    def _read() -> tuple[int, int]:
+        with open("/proc/stat") as fh:
+            fields = [int(x) for x in fh.readline().split()[1:]]
+        idle = fields[3] + fields[4]  # idle, iowait
+        return sum(fields) - idle, sum(fields)
+
+    def __enter__(self) -> MachineMeter:
+        self._start = self._read()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        busy, total = self._read()
+        self.busy = (busy - self._start[0]) / max(1, total - self._start[1])
+
+
 # -- the run ------------------------------------------------------------------------------------
 @dataclass
 class Figures:
@@ -555,8 +579,9 @@ def run(args: argparse.Namespace, work: Path, procs: list[Proc]) -> tuple[Figure
         fig.loads[f"A{tag}"] = os.getloadavg()[0]
         log(f"A{tag}: {args.uploads} uploads of {apk.stat().st_size / MB:.0f} MB, idle server")
         os.sync()
-        with sampler.phase("A: uploads, idle"):
+        with sampler.phase("A: uploads, idle"), CpuMeter(proc.pid) as cpu, MachineMeter() as box:
             idle = run_uploads(api, apk, args.uploads, args.upload_concurrency, f"a{r}", deadline)
+        idle.server_cpu, idle.machine_busy = cpu.seconds, box.busy
         log(f"A{tag}: {idle.aggregate:.0f} MB/s over {idle.wall:.1f} s; waiting for the jobs")
         with sampler.phase("A: jobs"):
             fig.jobs[f"A{tag}"] = settle(api, data, idle, deadline)
@@ -586,7 +611,7 @@ def run(args: argparse.Namespace, work: Path, procs: list[Proc]) -> tuple[Figure
         pollers = Pollers(port, key, list(job_ids), args.clients, args.interval).start()
         time.sleep(args.interval)
         t0 = time.time()
-        with sampler.phase("B: uploads + polls"):
+        with sampler.phase("B: uploads + polls"), CpuMeter(proc.pid) as cpu, MachineMeter() as box:
             loaded = run_uploads(
                 api,
                 apk,
@@ -597,6 +622,7 @@ def run(args: argparse.Namespace, work: Path, procs: list[Proc]) -> tuple[Figure
                 pollers.job_ids.append,
             )
         t1 = time.time()
+        loaded.server_cpu, loaded.machine_busy = cpu.seconds, box.busy
         polls = pollers.stop()
         ms, seen, notes = latencies_ms(polls, t0, t1)
         fig.rounds.append((idle, loaded, percentile(ms, 99)))
@@ -709,6 +735,12 @@ def report(fig: Figures, sampler: RssSampler, args: argparse.Namespace) -> dict[
         row("B upload under polls: per upload, median MB/s", f"{per_upload:.0f}")
         if not all(b.complete for _, b, _ in fig.rounds):
             row("B uploads done within the budget", "no: see the log")
+        cpu = [(i.server_cpu / i.wall, b.server_cpu / b.wall) for i, b, _ in fig.rounds]
+        busy = [(i.machine_busy, b.machine_busy) for i, b, _ in fig.rounds]
+        row("server CPU (cores) during the uploads, A / B",
+            " ; ".join(f"{a:.2f} / {b:.2f}" for a, b in cpu))  # fmt: skip
+        row("machine busy (all CPUs), A / B",
+            " ; ".join(f"{a:.0%} / {b:.0%}" for a, b in busy))  # fmt: skip
         row(f"B/A upload throughput (median of {n} rounds)",
             f"{ratio_up:.2f} ({each(ratios, '.2f')})", f">= {TARGET_UPLOAD_RATIO}")  # fmt: skip
         out["rounds"] = [
