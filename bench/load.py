@@ -36,8 +36,8 @@ Between phases every build job is waited for and what it stored is removed (both
 start from the same disk state). Memory is written once before the run (``--prefault-gib``),
 the guest keeps what it frees for the run (bench/_common.py: ``freed_memory_kept``), so that no
 series meets pages the host has just taken back. Peak RSS is the sum of VmRSS over the server's
-process tree, sampled every 50 ms, per phase. ``--profile FILE`` records the server with py-spy during
-phase C's status runs (raw folded stacks). Bounded: the whole run is stopped once
+process tree, sampled every 50 ms, per phase. ``--profile FILE`` records the server with
+py-spy during phase C's status runs (raw folded stacks). Bounded: the whole run is stopped once
 ``--max-minutes`` are spent (a phase already running finishes; later ones are skipped).
 Everything it starts is stopped by PID; its temporary directory is removed (``--keep`` keeps
 it). See bench/README.md ("Load").
