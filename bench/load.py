@@ -104,6 +104,23 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(rank, len(ordered)) - 1]
 
 
+def parse_head(head: bytes) -> tuple[int, int, bool, bool]:
+    """An answer's head: (status, Content-Length, chunked, connection: close)."""
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split()[1])
+    length, chunked, close = 0, False, False
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        if name == b"content-length":
+            length = int(value)
+        elif name == b"transfer-encoding" and b"chunked" in value.lower():
+            chunked = True
+        elif name == b"connection" and b"close" in value.lower():
+            close = True
+    return status, length, chunked, close
+
+
 # -- a minimal HTTP/1.1 keep-alive client --------------------------------------------------------
 class HttpConn:
     """One keep-alive connection; GET only; Content-Length or chunked bodies."""
@@ -137,18 +154,7 @@ class HttpConn:
                 if attempt:
                     raise
                 continue
-            lines = head.split(b"\r\n")
-            status = int(lines[0].split()[1])
-            length, chunked, close = 0, False, False
-            for line in lines[1:]:
-                name, _, value = line.partition(b":")
-                name = name.strip().lower()
-                if name == b"content-length":
-                    length = int(value)
-                elif name == b"transfer-encoding" and b"chunked" in value.lower():
-                    chunked = True
-                elif name == b"connection" and b"close" in value.lower():
-                    close = True
+            status, length, chunked, close = parse_head(head)
             if chunked:
                 while True:
                     size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
@@ -330,18 +336,7 @@ def complete_answer(buffer: bytearray) -> tuple[int, bool] | None:
     end = buffer.find(b"\r\n\r\n")
     if end < 0:
         return None
-    lines = bytes(buffer[:end]).split(b"\r\n")
-    status = int(lines[0].split()[1])
-    length, chunked, close = 0, False, False
-    for line in lines[1:]:
-        name, _, value = line.partition(b":")
-        name = name.strip().lower()
-        if name == b"content-length":
-            length = int(value)
-        elif name == b"transfer-encoding" and b"chunked" in value.lower():
-            chunked = True
-        elif name == b"connection" and b"close" in value.lower():
-            close = True
+    status, length, chunked, close = parse_head(bytes(buffer[:end]))
     body = buffer[end + 4 :]
     if chunked:
         return (status, close) if body.endswith(b"0\r\n\r\n") else None
