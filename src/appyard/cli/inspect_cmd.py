@@ -12,7 +12,6 @@ plists) are left out unless ``include_bytes`` is set; then they are base64 strin
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from collections.abc import Iterator, Mapping
@@ -27,6 +26,7 @@ from rich.text import Text
 from appyard.checks import Finding, History, Severity, default_config, evaluate
 from appyard.checks.model import VERSIONS
 from appyard.cli import exits
+from appyard.core.ports import copy_hashed
 from appyard.errors import InvalidArtifact
 from appyard.inspect import inspect_file, to_jsonable
 
@@ -48,13 +48,9 @@ _SUMMARISED = {"info_plist", "plist", "entitlements"}
 
 
 def _file_info(path: Path) -> dict[str, Any]:
-    digest = hashlib.sha256()
-    size = 0
     with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1024 * 1024), b""):
-            digest.update(chunk)
-            size += len(chunk)
-    return {"name": path.name, "size": size, "sha256": digest.hexdigest()}
+        size, sha256 = copy_hashed(fh)
+    return {"name": path.name, "size": size, "sha256": sha256}
 
 
 def _summary(findings: list[Finding]) -> dict[str, int]:

@@ -232,20 +232,21 @@ class OpenedKeys:
             opened = self._opened.get(found)
             if opened is not None:
                 self._opened.move_to_end(found)
-        if opened is None:
-            opened = load_keystore_bytes(
-                data,
-                password=password,
-                alias=alias,
-                key_password=key_password,
-                now=now,
-                pkcs12_only=pkcs12_only,
-            )
-            with self._lock:
-                self._opened[found] = opened
-                while len(self._opened) > self.size:
-                    self._opened.popitem(last=False)
-        return _finish(opened.private_key, list(opened.cert_chain), opened.alias, now)
+        if opened is not None:  # judged again at ``now``, as a fresh load would be
+            return _finish(opened.private_key, list(opened.cert_chain), opened.alias, now)
+        opened = load_keystore_bytes(
+            data,
+            password=password,
+            alias=alias,
+            key_password=key_password,
+            now=now,
+            pkcs12_only=pkcs12_only,
+        )
+        with self._lock:
+            self._opened[found] = opened
+            while len(self._opened) > self.size:
+                self._opened.popitem(last=False)
+        return opened
 
 
 def load_pem(
