@@ -196,6 +196,14 @@ def serve(
 # file, its WAL and shared memory each), objects being written, the download listener's clients.
 FILES_BESIDE_CONNECTIONS = 512
 LISTEN_BACKLOG = 1024  # connections the kernel completes before Granian accepts them
+# The most of a request body Granian reads from a connection at once, and so the largest piece
+# the app's body stream hands over (Granian's default: 408 KiB). Form uploads are the bodies
+# that come through it in bulk: at 1 MiB they cost 0.89-0.93 s of server CPU per GiB instead of
+# 1.15-1.26 (fewer pieces, each one a hand-over between Granian's threads and the event loop,
+# a parser call and a write); 4 MiB saved little more and held 17 MB more memory
+# (bench/README.md, "Upload path", 2026-12-06 second session). Small requests never grow the
+# buffer this far.
+HTTP1_BUFFER = 1024 * 1024
 
 
 def _connections_allowed(wanted: int) -> int:
@@ -238,6 +246,7 @@ def _serve_in_process(asgi: Any, host: str, port: int, max_connections: int) -> 
     import signal
 
     from granian.constants import Interfaces
+    from granian.http import HTTP1Settings
     from granian.server.embed import Server
 
     async def run() -> None:
@@ -248,6 +257,7 @@ def _serve_in_process(asgi: Any, host: str, port: int, max_connections: int) -> 
             interface=Interfaces.ASGI,
             backlog=LISTEN_BACKLOG,
             backpressure=max_connections,
+            http1_settings=HTTP1Settings(max_buffer_size=HTTP1_BUFFER),
             log_access=False,  # appyard writes its own access line (api/observe.py)
             log_dictconfig=granian_dictconfig(),  # Granian's lines in appyard's format
         )

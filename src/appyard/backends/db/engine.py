@@ -1,7 +1,8 @@
 """Engines for SQLite (the embedded shape) and PostgreSQL, from one URL.
 
 SQLite runs in WAL mode with a busy timeout and ``BEGIN IMMEDIATE`` transactions, so
-concurrent writers queue instead of failing; a connection marked :data:`READ_ONLY` (the units
+concurrent writers queue instead of failing (the writers of one process queue on a lock of
+their own first: ``uow.write_gate``); a connection marked :data:`READ_ONLY` (the units
 of work of ``SqlUnitOfWorkFactory.read``) begins no transaction at all: each of its statements
 reads a snapshot of its own (WAL mode), neither waiting for the writer nor making it wait, and
 a status poll spends no time on ``BEGIN`` and ``ROLLBACK`` (a fifth of its reading time).

@@ -5,6 +5,7 @@ Database errors are translated at this edge (unique violation -> core Conflict, 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -114,6 +115,29 @@ class _ReadUnitOfWork(SqlUnitOfWork):
         raise RuntimeError("a read-only unit of work cannot be committed")
 
 
+GATE_TIMEOUT = 30.0  # seconds, as SQLite's busy timeout (engine.py)
+_GATES: dict[str, threading.RLock] = {}
+_GATES_LOCK = threading.Lock()
+
+
+def write_gate(engine: Engine) -> threading.RLock:
+    """The one lock of this process that its units of work writing to ``engine``'s SQLite
+    file take before ``BEGIN IMMEDIATE`` and give back after the commit or rollback.
+
+    SQLite lets one transaction write at a time and makes the others wait in its busy handler,
+    which polls the lock with sleeps of 1, 2, 5, 10, ... up to 100 ms: a writer that arrived
+    while another wrote for 2 ms slept 5, 10 or 25 more. Under load (build jobs, upload
+    completions, new uploads), waits for ``BEGIN IMMEDIATE`` reached 30-250 ms while the lock
+    was free most of that time (bench/README.md, "Load", 2026-12-06 second session). Waiting
+    on this lock instead, a writer of the same process starts the moment the previous one
+    ends; writers of other processes (the CLI, an `appyard worker` beside `serve`) still meet
+    SQLite's busy handler. Re-entrant, so that a nested unit of work fails on SQLite's lock, as
+    it did, rather than hanging on this one."""
+    key = engine.url.render_as_string(hide_password=True)
+    with _GATES_LOCK:
+        return _GATES.setdefault(key, threading.RLock())
+
+
 class SqlUnitOfWorkFactory:
     """``with factory() as uow: ...; uow.commit()``: uncommitted work is rolled back.
     ``with factory.read() as uow: ...``: reads in a transaction that takes no write lock."""
@@ -121,16 +145,31 @@ class SqlUnitOfWorkFactory:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.reads_in_process = engine.dialect.name == "sqlite"
+        self._gate = write_gate(engine) if self.reads_in_process else None
 
     @contextmanager
     def __call__(self) -> Iterator[ports.UnitOfWork]:
-        with self.engine.connect() as conn:
+        with self._gated(), self.engine.connect() as conn:
             conn.begin()
             try:
                 yield SqlUnitOfWork(conn)
             finally:
                 if conn.in_transaction():
                     conn.rollback()
+
+    @contextmanager
+    def _gated(self) -> Iterator[None]:
+        """Hold this process's write gate (SQLite) for the unit of work. A writer that waited
+        ``GATE_TIMEOUT`` for it goes on to SQLite's own lock, as it did before the gate: a unit of
+        work that never ends makes the others fail after SQLite's busy timeout, not hang."""
+        gate = self._gate
+        if gate is None or not gate.acquire(timeout=GATE_TIMEOUT):
+            yield
+            return
+        try:
+            yield
+        finally:
+            gate.release()
 
     @contextmanager
     def read(self) -> Iterator[ports.UnitOfWork]:
