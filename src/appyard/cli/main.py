@@ -201,8 +201,8 @@ LISTEN_BACKLOG = 1024  # connections the kernel completes before Granian accepts
 # that come through it in bulk: at 1 MiB they cost 0.89-0.93 s of server CPU per GiB instead of
 # 1.15-1.26 (fewer pieces, each one a hand-over between Granian's threads and the event loop,
 # a parser call and a write); 4 MiB saved little more and held 17 MB more memory
-# (bench/README.md, "Upload path", 2026-12-06 second session). Small requests never grow the
-# buffer this far.
+# (bench/README.md, "2026-12-06, second session"). Small requests never grow the buffer this
+# far.
 HTTP1_BUFFER = 1024 * 1024
 
 

@@ -128,7 +128,7 @@ def write_gate(engine: Engine) -> threading.RLock:
     which polls the lock with sleeps of 1, 2, 5, 10, ... up to 100 ms: a writer that arrived
     while another wrote for 2 ms slept 5, 10 or 25 more. Under load (build jobs, upload
     completions, new uploads), waits for ``BEGIN IMMEDIATE`` reached 30-250 ms while the lock
-    was free most of that time (bench/README.md, "Load", 2026-12-06 second session). Waiting
+    was free most of that time (bench/README.md, "2026-12-06, second session"). Waiting
     on this lock instead, a writer of the same process starts the moment the previous one
     ends; writers of other processes (the CLI, an `appyard worker` beside `serve`) still meet
     SQLite's busy handler. Re-entrant, so that a nested unit of work fails on SQLite's lock, as
