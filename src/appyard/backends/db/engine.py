@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 
+BUSY_TIMEOUT = 30  # seconds a SQLite writer waits for the write lock before it fails
 READ_ONLY = "appyard_read_only"  # execution option: this connection's transactions only read
 # Kept open: the request threads (anyio's default limit is 40) and the worker threads each hold
 # one at a time. With SQLAlchemy's default (5 + 10 overflow) every request past the fifth
@@ -28,7 +29,7 @@ def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(
             url,
-            connect_args={"timeout": 30, "check_same_thread": False},
+            connect_args={"timeout": BUSY_TIMEOUT, "check_same_thread": False},
             pool_size=SQLITE_POOL_SIZE,
             max_overflow=SQLITE_POOL_OVERFLOW,
         )
@@ -38,7 +39,7 @@ def make_engine(url: str) -> Engine:
             dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT * 1000}")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()

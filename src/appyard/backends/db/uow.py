@@ -11,7 +11,7 @@ from contextlib import contextmanager
 
 from sqlalchemy import Connection, Engine
 
-from appyard.backends.db.engine import READ_ONLY
+from appyard.backends.db.engine import BUSY_TIMEOUT, READ_ONLY
 from appyard.backends.db.repos.builds import (
     AppRepo,
     BuildRepo,
@@ -115,7 +115,6 @@ class _ReadUnitOfWork(SqlUnitOfWork):
         raise RuntimeError("a read-only unit of work cannot be committed")
 
 
-GATE_TIMEOUT = 30.0  # seconds, as SQLite's busy timeout (engine.py)
 _GATES: dict[str, threading.RLock] = {}
 _GATES_LOCK = threading.Lock()
 
@@ -160,10 +159,10 @@ class SqlUnitOfWorkFactory:
     @contextmanager
     def _gated(self) -> Iterator[None]:
         """Hold this process's write gate (SQLite) for the unit of work. A writer that waited
-        ``GATE_TIMEOUT`` for it goes on to SQLite's own lock, as it did before the gate: a unit of
-        work that never ends makes the others fail after SQLite's busy timeout, not hang."""
+        SQLite's busy timeout for it goes on to SQLite's own lock, as it did before the gate:
+        a unit of work that never ends makes the others fail after that timeout, not hang."""
         gate = self._gate
-        if gate is None or not gate.acquire(timeout=GATE_TIMEOUT):
+        if gate is None or not gate.acquire(timeout=BUSY_TIMEOUT):
             yield
             return
         try:
