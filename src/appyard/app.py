@@ -60,7 +60,6 @@ def create_app(
     app = FastAPI(title="appyard", version="0.1.0", lifespan=lifespan)
     app.state.services = svc
     app.state.runtime = runtime
-    app.add_middleware(Observe)  # X-Request-ID, the access log line and request metrics
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
@@ -77,8 +76,10 @@ def create_app(
     if runtime.local_store is not None:
         accel = runtime.settings.download_accel_redirect
         app.mount("/_blob", blob_app(runtime.local_store, accel_redirect=accel))
-    for dialect in (*DIALECTS, NATIVE_API):
-        app.router.routes.append(kit.DialectMount(dialect, kit.mount(dialect, svc)))
+    mounts = [kit.DialectMount(d, kit.mount(d, svc)) for d in (*DIALECTS, NATIVE_API)]
+    app.router.routes.extend(mounts)
+    app.add_middleware(kit.FastLanes, mounts=mounts)  # the status polls' short way in
+    app.add_middleware(Observe)  # outermost: X-Request-ID, the access log line, metrics
     app.mount("/", portal.mount(svc, secret=runtime.settings.secret()))  # last: the rest
     return app
 

@@ -208,7 +208,13 @@ def test_a_signed_put_is_stored_byte_identical_and_reported_once(
     assert store.path(PUT_KEY).read_bytes() == data
     assert reported == [(PUT_KEY, SIZE)]
     assert not list(store.tmp.iterdir())
-    line = [r for r in caplog.records if getattr(r, "method", "") == "PUT"][-1]
+    # the listener writes the access line once the exchange is over: the client may read
+    # the answer first
+    deadline = time.monotonic() + 5
+    while not (lines := [r for r in caplog.records if getattr(r, "method", "") == "PUT"]):
+        assert time.monotonic() < deadline, "no access line for the PUT"
+        time.sleep(0.01)
+    line = lines[-1]
     assert (line.dialect, line.status, line.received) == ("blob", 200, SIZE)  # type: ignore[attr-defined]
     assert "[REDACTED]" in line.path and "." not in line.path  # type: ignore[attr-defined]
 

@@ -12,7 +12,9 @@ its routes, and the body limits of its paths. :func:`mount` turns one into an AS
 * a request id on every response (``X-Request-ID``: the client's when it sent a sane one);
 * a request-body limit applied before the body is read or parsed (the body is buffered only
   up to the limit; paths that stream their own body, such as form uploads, bound it there);
-* its OpenAPI document at ``<prefix>/openapi.json``, with its credential scheme.
+* its OpenAPI document at ``<prefix>/openapi.json``, with its credential scheme;
+* a short way in for the routes clients poll (:func:`fast_get`): :class:`FastLanes` and
+  :class:`Guard` answer them without the outer and the dialect's FastAPI stacks.
 
 Who may do what is decided in core: :func:`authenticator` only turns the dialect's credential
 into the actor (``core.identity.authenticate``).
@@ -30,6 +32,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import Depends, FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
@@ -147,7 +150,7 @@ async def reading(
         raise errors.InvalidCredential(missing)
 
     def work() -> tuple[T, identity.Identified]:
-        with svc.uow.read() as uow:
+        with svc.uow.read(keep=svc.uow.reads_in_process) as uow:  # on the loop: kept
             identified = identity.identify(uow, svc.clock, credential)
             request.state.tenant_id = identified.actor.tenant_id  # for the access line
             return read(identified.actor, uow), identified
@@ -159,6 +162,30 @@ async def reading(
     if identified.touch is not None:
         await run_in_threadpool(_record_use, svc, identified)
     return result
+
+
+Endpoint = Callable[..., Awaitable[Response]]
+FAST_LANE = "fast_lane"  # the dialect app's state: the routes its Guard answers itself
+
+
+def fast_get(app: FastAPI, path: str) -> Callable[[Endpoint], Endpoint]:
+    """``@fast_get(app, "/status/{job_id}")``: a GET route for clients that poll, which the
+    dialect's :class:`Guard` answers itself: past the dialect app's middleware stack, its
+    router and FastAPI's dependency solving, a quarter of what a status poll cost in Python
+    (bench/README.md, "2026-12-06, third session"). The endpoint is ``async``, takes its path
+    parameters (strings) and ``request``, and returns a Response; core errors it raises get
+    the dialect's error shape, anything else the dialect's 500. FastAPI registers the route
+    too: it is in the OpenAPI document and answers HEAD."""
+
+    def register(endpoint: Endpoint) -> Endpoint:
+        app.get(path)(endpoint)
+        route = app.router.routes[-1]
+        assert isinstance(route, APIRoute) and route.endpoint is endpoint
+        lane: list[APIRoute] = getattr(app.state, FAST_LANE, [])
+        setattr(app.state, FAST_LANE, [*lane, route])
+        return endpoint
+
+    return register
 
 
 def _record_use(svc: Services, identified: identity.Identified) -> None:
@@ -228,6 +255,34 @@ def error_response(
     )
 
 
+def appyard_error_response(dialect: Dialect, exc: errors.AppyardError) -> Response | None:
+    """A core error in the dialect's shape, with the status of the nearest of its classes in
+    the dialect's table (as Starlette resolves handlers); None when no class is there."""
+    for cls in type(exc).__mro__:
+        status = dialect.statuses.get(cls)
+        if status is not None:
+            return error_response(
+                dialect, ApiError(status, exc.code, exc.message, dict(exc.details))
+            )
+    return None
+
+
+def crash_response(dialect: Dialect, request: Request, exc: BaseException) -> Response:
+    """A crash: logged with its traceback and the request id, answered with a 500 that names
+    only the request id."""
+    rid = request_id(request) or secrets.token_hex(8)
+    log.error(
+        "request.failed request_id=%s dialect=%s path=%s",
+        rid,
+        dialect.name,
+        request.url.path,
+        exc_info=exc,
+    )
+    return error_response(
+        dialect, ApiError(500, "internal", f"Internal server error (request id {rid}).")
+    )
+
+
 def _install_errors(app: FastAPI, dialect: Dialect) -> None:
     for cls, status in dialect.statuses.items():
 
@@ -264,17 +319,7 @@ def _install_errors(app: FastAPI, dialect: Dialect) -> None:
         )
 
     def crash(request: Request, exc: Exception) -> Response:
-        rid = request_id(request) or secrets.token_hex(8)
-        log.error(
-            "request.failed request_id=%s dialect=%s path=%s",
-            rid,
-            dialect.name,
-            request.url.path,
-            exc_info=exc,
-        )
-        return error_response(
-            dialect, ApiError(500, "internal", f"Internal server error (request id {rid}).")
-        )
+        return crash_response(dialect, request, exc)
 
     app.add_exception_handler(RequestValidationError, validation)
     app.add_exception_handler(HTTPException, http)
@@ -336,6 +381,7 @@ class Guard:
     def __init__(self, app: FastAPI, dialect: Dialect) -> None:
         self.app = app
         self.dialect = dialect
+        self.fast_lane: list[APIRoute] = getattr(app.state, FAST_LANE, [])
         self.limits = [
             (re.compile("^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(path)) + "$"), limit)
             for path, limit in dialect.body_limits.items()
@@ -386,11 +432,42 @@ class Guard:
             if buffered and "content-type" not in headers:  # a JSON body sent without its type
                 scope["headers"] = [*scope["headers"], (b"content-type", b"application/json")]
         try:
+            fast = self.fast_route(scope)
+            if fast is not None:
+                await self._fast(*fast, scope, receive, send_with_id)
+                return
             await self.app(scope, receive, send_with_id)
         except Exception:
             if not started:
                 raise
             # The crash handler answered (and logged it with the request id); nothing to add.
+
+    def fast_route(self, scope: Scope) -> tuple[APIRoute, Scope] | None:
+        """The :func:`fast_get` route that answers this request (scope: as mounted), and what
+        routing adds to the request's scope for it; None for every other request."""
+        if scope.get("method") == "GET":
+            for route in self.fast_lane:
+                match, child = route.matches(scope)
+                if match is Match.FULL:
+                    return route, child
+        return None
+
+    async def _fast(
+        self, route: APIRoute, routed: Scope, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        """A :func:`fast_get` route, answered here."""
+        scope.update(routed)  # in place, as Starlette's router: the access line's route label
+        scope["app"] = self.app  # what request.app means inside the dialect
+        request = Request(scope, receive)
+        try:
+            response = await route.endpoint(request=request, **scope["path_params"])
+        except errors.AppyardError as exc:
+            response = appyard_error_response(self.dialect, exc) or crash_response(
+                self.dialect, request, exc
+            )
+        except Exception as exc:
+            response = crash_response(self.dialect, request, exc)
+        await response(scope, receive, send)
 
     @staticmethod
     async def _bounded_body(headers: Headers, receive: Receive, limit: int) -> bytes | None:
@@ -407,6 +484,39 @@ class Guard:
                 return None
             if not message.get("more_body", False):
                 return bytes(body)
+
+
+class FastLanes:
+    """The outer app's middleware (inside :class:`~appyard.api.observe.Observe`) that hands a
+    request for a :func:`fast_get` route straight to its dialect's :class:`Guard`, as the
+    dialect's :class:`DialectMount` would, past the outer app's exception middleware and
+    router (walking a dozen routes). Every other request goes on."""
+
+    def __init__(self, app: ASGIApp, mounts: list[DialectMount]) -> None:
+        self.app = app
+        self.lanes = [
+            (m.path + "/", m.path, m.app)
+            for m in mounts
+            if isinstance(m.app, Guard) and m.app.fast_lane
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("method") == "GET":
+            path = scope["path"]
+            for start, prefix, guard in self.lanes:
+                if path.startswith(start):
+                    root = scope.get("root_path", "")
+                    mounted = {
+                        **scope,
+                        "root_path": root + prefix,
+                        "app_root_path": scope.get("app_root_path", root),
+                    }
+                    if guard.fast_route(mounted) is not None:
+                        scope.update(mounted)  # in place, as Starlette's router does
+                        await guard(scope, receive, send)
+                        return
+                    break
+        await self.app(scope, receive, send)
 
 
 def _replay(body: bytes, receive: Receive) -> Callable[[], Awaitable[Message]]:

@@ -511,11 +511,15 @@ class UnitOfWorkFactory(Protocol):
 
     def __call__(self) -> AbstractContextManager[UnitOfWork]: ...
 
-    def read(self) -> AbstractContextManager[UnitOfWork]:
+    def read(self, *, keep: bool = False) -> AbstractContextManager[UnitOfWork]:
         """A unit of work that only reads and takes no write lock: it neither waits for
         writers nor makes them wait. Its statements may each see a snapshot of their own (on
         SQLite they run without ``BEGIN``), so it suits reads of one row per statement, such
-        as authentication and status polls. It cannot be committed."""
+        as authentication and status polls. It cannot be committed.
+
+        ``keep``: the calling thread keeps its connection for its next reads (when the
+        database runs in this process): for the one thread that reads for every status poll,
+        the event loop's, not for a pool of threads."""
         ...
 
 

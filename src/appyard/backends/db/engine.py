@@ -32,6 +32,7 @@ def make_engine(url: str) -> Engine:
             connect_args={"timeout": BUSY_TIMEOUT, "check_same_thread": False},
             pool_size=SQLITE_POOL_SIZE,
             max_overflow=SQLITE_POOL_OVERFLOW,
+            pool_use_lifo=True,
         )
 
         @event.listens_for(engine, "connect")

@@ -8,11 +8,13 @@ import enum
 import types
 import typing
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Select, Table, bindparam, insert, select
+from sqlalchemy import Connection, Row, Select, Table, bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.compiler import Compiled
 
 from appyard import errors
 
@@ -66,19 +68,44 @@ def _plan(cls: type) -> _Plan:
     return plan
 
 
-def to_obj(cls: type[T], row: Any, **extra: Any) -> T:
-    """Build a core dataclass from a row (or a row's mapping), converting enums and
-    datetimes by field type."""
-    mapping = row._mapping if hasattr(row, "_mapping") else row
+# Per dataclass, result shape and column prefix: where each field's value sits in a row. A
+# field looked up by name in a row's mapping costs more than the rest of a lookup by key (every
+# request reads a token, a tenant and what it asks for); by position it is a tuple index.
+_Layout = tuple[tuple[str, int, Callable[[Any], Any] | None], ...]
+_LAYOUTS: dict[tuple[type, tuple[str, ...], str], _Layout] = {}
+
+
+def _layout(cls: type, fields: tuple[str, ...], prefix: str) -> _Layout:
+    key = (cls, fields, prefix)
+    layout = _LAYOUTS.get(key)
+    if layout is None:
+        at = {name: i for i, name in enumerate(fields)}
+        layout = tuple(
+            (name, at[prefix + name], convert)
+            for name, convert in _plan(cls)
+            if prefix + name in at
+        )
+        _LAYOUTS[key] = layout
+    return layout
+
+
+def to_obj(cls: type[T], row: Any, *, prefix: str = "", **extra: Any) -> T:
+    """Build a core dataclass from a row (or a mapping), converting enums and datetimes by
+    field type. A field takes the column named ``prefix`` + its name (a row may carry the
+    columns of several tables); fields without a column keep their defaults; ``extra`` gives
+    fields their values."""
     kwargs: dict[str, Any] = {}
-    for name, convert in _plan(cls):
-        if name in extra:
-            kwargs[name] = extra[name]
-            continue
-        if name not in mapping:
-            continue
-        value = mapping[name]
-        kwargs[name] = value if value is None or convert is None else convert(value)
+    if isinstance(row, Found | Row):
+        fields, values = (row.fields, row.values) if isinstance(row, Found) else (row._fields, row)
+        for name, i, convert in _layout(cls, fields, prefix):
+            value = values[i]
+            kwargs[name] = value if value is None or convert is None else convert(value)
+    else:
+        for name, convert in _plan(cls):
+            if prefix + name in row:
+                value = row[prefix + name]
+                kwargs[name] = value if value is None or convert is None else convert(value)
+    kwargs.update(extra)
     return cls(**kwargs)
 
 
@@ -107,7 +134,72 @@ class Repo:
         if stmt is None:
             where = [self.table.c[name] == bindparam(f"k_{name}") for name in equal]
             stmt = _BY_KEY.setdefault(key, select(self.table).where(*where))
-        return self.conn.execute(stmt, {f"k_{n}": v for n, v in equal.items()}).first()
+        return first(self.conn, stmt, {f"k_{n}": v for n, v in equal.items()})
 
 
 _BY_KEY: dict[tuple[str, tuple[str, ...]], Select[Any]] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """One row read past SQLAlchemy's result machinery: its columns' names and values, the
+    values converted as SQLAlchemy's column types convert them."""
+
+    fields: tuple[str, ...]
+    values: tuple[Any, ...]
+
+    @property
+    def _mapping(self) -> dict[str, Any]:
+        return dict(zip(self.fields, self.values, strict=True))
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    compiled: Compiled
+    params: tuple[str, ...]  # the bound parameters' names, in the statement's order
+    fields: tuple[str, ...]
+    convert: tuple[tuple[int, Callable[[Any], Any]], ...]  # (column, its type's conversion)
+
+
+_PREPARED: dict[int, tuple[Select[Any], _Prepared]] = {}
+
+
+def first(conn: Connection, stmt: Select[Any], params: dict[str, Any]) -> Row[Any] | Found | None:
+    """The first row of a constant statement (a module-level or cached ``Select`` with bound
+    parameters of plain values: strings, numbers). On SQLite it runs on the cursor of the unit of
+    work's own connection (inside its transaction), compiled once: a lookup by key costs
+    SQLite about 15 us and SQLAlchemy's execution and result objects about 40 more, on every
+    authenticated request (bench/README.md, "2026-12-06, third session"). Elsewhere,
+    SQLAlchemy's ``execute(...).first()``."""
+    if conn.dialect.name != "sqlite":
+        return conn.execute(stmt, params).first()
+    known = _PREPARED.get(id(stmt))
+    if known is None or known[0] is not stmt:
+        compiled = stmt.compile(dialect=conn.dialect)
+        processors = [
+            c.type.dialect_impl(conn.dialect).result_processor(conn.dialect, None)
+            for c in stmt.selected_columns
+        ]
+        prepared = _Prepared(
+            compiled=compiled,
+            params=tuple(compiled.positiontup or ()),
+            fields=tuple(stmt.selected_columns.keys()),
+            convert=tuple((i, f) for i, f in enumerate(processors) if f is not None),
+        )
+        known = _PREPARED[id(stmt)] = (stmt, prepared)
+    prepared = known[1]
+    values = prepared.compiled.construct_params(params) or {}  # given, and the statement's own
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        raw = cursor.execute(
+            prepared.compiled.string, [values[name] for name in prepared.params]
+        ).fetchone()
+    finally:
+        cursor.close()
+    if raw is None:
+        return None
+    columns = list(raw)
+    for i, convert in prepared.convert:
+        if columns[i] is not None:
+            columns[i] = convert(columns[i])
+    return Found(prepared.fields, tuple(columns))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -145,6 +146,11 @@ class SqlUnitOfWorkFactory:
         self.engine = engine
         self.reads_in_process = engine.dialect.name == "sqlite"
         self._gate = write_gate(engine) if self.reads_in_process else None
+        self._local = threading.local()
+        # Every kept connection goes back to the pool with the factory (or at exit), not to
+        # the garbage collector.
+        self._kept_conns: list[Connection] = []
+        weakref.finalize(self, _close_all, self._kept_conns)
 
     @contextmanager
     def __call__(self) -> Iterator[ports.UnitOfWork]:
@@ -171,7 +177,16 @@ class SqlUnitOfWorkFactory:
             gate.release()
 
     @contextmanager
-    def read(self) -> Iterator[ports.UnitOfWork]:
+    def read(self, *, keep: bool = False) -> Iterator[ports.UnitOfWork]:
+        kept = self._kept() if keep and self.reads_in_process else None
+        if kept is not None:
+            kept.conn.begin()
+            try:
+                yield kept
+            finally:
+                if kept.conn.in_transaction():
+                    kept.conn.rollback()
+            return
         with self.engine.connect() as conn:
             conn.execution_options(**{READ_ONLY: True})
             conn.begin()
@@ -180,3 +195,22 @@ class SqlUnitOfWorkFactory:
             finally:
                 if conn.in_transaction():
                     conn.rollback()
+
+    def _kept(self) -> _ReadUnitOfWork | None:
+        """This thread's kept read unit of work. On SQLite reads run outside any transaction,
+        so a connection kept between them holds no lock and no snapshot; taking one from the
+        pool, beginning and giving it back cost more than the two lookups of a status poll
+        (bench/README.md, "2026-12-06, third session"). None while one of its reads is open:
+        a nested read takes a connection of its own."""
+        kept: _ReadUnitOfWork | None = getattr(self._local, "read", None)
+        if kept is None or kept.conn.closed or kept.conn.invalidated:
+            conn = self.engine.connect()
+            conn.execution_options(**{READ_ONLY: True})
+            kept = self._local.read = _ReadUnitOfWork(conn)
+            self._kept_conns.append(conn)
+        return None if kept.conn.in_transaction() else kept
+
+
+def _close_all(conns: list[Connection]) -> None:
+    for conn in conns:
+        conn.close()

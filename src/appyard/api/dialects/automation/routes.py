@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from appyard import errors
 from appyard.api.dialects.automation import credentials
 from appyard.api.dialects.automation.schemas import AbortRequest, CompleteRequest, UploadRequest
-from appyard.api.kit import Svc, authenticator, reading
+from appyard.api.kit import Svc, authenticator, fast_get, reading
 from appyard.core import arrivals, builds
 from appyard.core.models import Actor, Build, BuildStatus
 
@@ -119,7 +119,7 @@ def routes(app: FastAPI) -> None:
             build = builds.get(uow, caller, build_id=upload.subject_id)
         return {"job_id": str(build.number), "file_path": body.file_path, "aborted": True}
 
-    @app.get("/status/{job_id}")
+    @fast_get(app, "/status/{job_id}")
     async def status(job_id: str, request: Request) -> Response:
         # polled by every client: authenticates and reads in one read-only unit of work
         build = await reading(

@@ -3,24 +3,23 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy import Row, bindparam, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from appyard import errors
 from appyard.backends.db import tables as t
-from appyard.backends.db.rows import Repo, to_obj, to_row
+from appyard.backends.db.rows import Found, Repo, first, to_obj, to_row
 from appyard.core.models import LimitOverrides, Plan, Tenant, Throttle, Token, TokenKind, User
 
 
 class TenantRepo(Repo):
     table = t.tenants
 
-    def _tenant(self, row: object) -> Tenant:
-        return tenant_of(row._mapping)  # type: ignore[attr-defined]
+    def _tenant(self, row: Row[Any] | Found) -> Tenant:
+        return tenant_of(row)
 
     def add(self, tenant: Tenant) -> None:
         values = to_row(tenant)
@@ -51,13 +50,15 @@ class TenantRepo(Repo):
             self.conn.execute(update(t.tenants).where(t.tenants.c.id == tenant_id).values(**values))
 
 
-def tenant_of(m: Mapping[str, Any]) -> Tenant:
+def tenant_of(row: Row[Any] | Found, prefix: str = "") -> Tenant:
+    """The tenant in a row (its columns named ``prefix`` + the column's name)."""
+    m = row._mapping
     overrides = LimitOverrides(
-        concurrent_builds=m["concurrent_builds"],
-        weekly_builds=m["weekly_builds"],
-        automation_keys=m["automation_keys"],
+        concurrent_builds=m[prefix + "concurrent_builds"],
+        weekly_builds=m[prefix + "weekly_builds"],
+        automation_keys=m[prefix + "automation_keys"],
     )
-    return to_obj(Tenant, m, overrides=overrides)
+    return to_obj(Tenant, row, prefix=prefix, overrides=overrides)
 
 
 _TENANT = "tenant__"
@@ -80,12 +81,10 @@ class TokenRepo(Repo):
         return to_obj(Token, row) if row else None
 
     def get_with_tenant(self, token_id: str) -> tuple[Token, Tenant] | None:
-        row = self.conn.execute(_TOKEN_WITH_TENANT, {"token_id": token_id}).first()
+        row = first(self.conn, _TOKEN_WITH_TENANT, {"token_id": token_id})
         if row is None:
             return None
-        m = row._mapping
-        tenant = {k.removeprefix(_TENANT): v for k, v in m.items() if k.startswith(_TENANT)}
-        return to_obj(Token, m), tenant_of(tenant)
+        return to_obj(Token, row), tenant_of(row, _TENANT)
 
     def list(self, tenant_id: str, kind: TokenKind | None = None) -> list[Token]:
         q = select(t.tokens).where(t.tokens.c.tenant_id == tenant_id)
