@@ -161,7 +161,7 @@ class _Prepared:
     convert: tuple[tuple[int, Callable[[Any], Any]], ...]  # (column, its type's conversion)
 
 
-_PREPARED: dict[int, tuple[Select[Any], _Prepared]] = {}
+_PREPARED: dict[Select[Any], _Prepared] = {}  # a Select hashes and compares by identity
 
 
 def first(conn: Connection, stmt: Select[Any], params: dict[str, Any]) -> Row[Any] | Found | None:
@@ -173,21 +173,19 @@ def first(conn: Connection, stmt: Select[Any], params: dict[str, Any]) -> Row[An
     SQLAlchemy's ``execute(...).first()``."""
     if conn.dialect.name != "sqlite":
         return conn.execute(stmt, params).first()
-    known = _PREPARED.get(id(stmt))
-    if known is None or known[0] is not stmt:
+    prepared = _PREPARED.get(stmt)
+    if prepared is None:
         compiled = stmt.compile(dialect=conn.dialect)
         processors = [
             c.type.dialect_impl(conn.dialect).result_processor(conn.dialect, None)
             for c in stmt.selected_columns
         ]
-        prepared = _Prepared(
+        prepared = _PREPARED[stmt] = _Prepared(
             compiled=compiled,
             params=tuple(compiled.positiontup or ()),
             fields=tuple(stmt.selected_columns.keys()),
             convert=tuple((i, f) for i, f in enumerate(processors) if f is not None),
         )
-        known = _PREPARED[id(stmt)] = (stmt, prepared)
-    prepared = known[1]
     values = prepared.compiled.construct_params(params) or {}  # given, and the statement's own
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:

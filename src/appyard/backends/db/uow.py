@@ -8,7 +8,7 @@ import logging
 import threading
 import weakref
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 from sqlalchemy import Connection, Engine
 
@@ -178,23 +178,18 @@ class SqlUnitOfWorkFactory:
 
     @contextmanager
     def read(self, *, keep: bool = False) -> Iterator[ports.UnitOfWork]:
-        kept = self._kept() if keep and self.reads_in_process else None
-        if kept is not None:
-            kept.conn.begin()
+        with ExitStack() as pooled:
+            uow = self._kept() if keep and self.reads_in_process else None
+            if uow is None:
+                conn = pooled.enter_context(self.engine.connect())  # given back on leaving
+                conn.execution_options(**{READ_ONLY: True})
+                uow = _ReadUnitOfWork(conn)
+            uow.conn.begin()
             try:
-                yield kept
+                yield uow
             finally:
-                if kept.conn.in_transaction():
-                    kept.conn.rollback()
-            return
-        with self.engine.connect() as conn:
-            conn.execution_options(**{READ_ONLY: True})
-            conn.begin()
-            try:
-                yield _ReadUnitOfWork(conn)
-            finally:
-                if conn.in_transaction():
-                    conn.rollback()
+                if uow.conn.in_transaction():
+                    uow.conn.rollback()
 
     def _kept(self) -> _ReadUnitOfWork | None:
         """This thread's kept read unit of work. On SQLite reads run outside any transaction,
