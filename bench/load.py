@@ -421,6 +421,7 @@ class Series:
     complete: bool = True
     server_cpu: float = 0.0  # CPU seconds of the server's process tree during the series
     machine_busy: float = 0.0  # the share of all CPUs' time spent busy during the series
+    machine_steal: float = 0.0  # the share of it the host gave to others (MachineMeter)
 
     @property
     def aggregate(self) -> float:
@@ -492,24 +493,30 @@ def settle(api: Api, data: Path, series: Series, deadline: Deadline) -> tuple[in
 
 
 class MachineMeter:
-    """The share of all CPUs' time spent busy (not idle, not waiting for I/O) in a block."""
+    """The share of all CPUs' time spent busy (not idle, not waiting for I/O) in a block, and
+    the share stolen: time this virtual machine's CPUs were ready to run and the host ran
+    something else (``steal`` in ``/proc/stat``; counted as busy, none of it ours)."""
 
     busy = 0.0
+    steal = 0.0
 
     @staticmethod
-    def _read() -> tuple[int, int]:
+    def _read() -> tuple[int, int, int]:
         with open("/proc/stat") as fh:
-            fields = [int(x) for x in fh.readline().split()[1:]]
+            # user nice system idle iowait irq softirq steal (guest time is inside user)
+            fields = [int(x) for x in fh.readline().split()[1:9]]
         idle = fields[3] + fields[4]  # idle, iowait
-        return sum(fields) - idle, sum(fields)
+        return sum(fields) - idle, fields[7], sum(fields)
 
     def __enter__(self) -> MachineMeter:
         self._start = self._read()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        busy, total = self._read()
-        self.busy = (busy - self._start[0]) / max(1, total - self._start[1])
+        busy, steal, total = self._read()
+        elapsed = max(1, total - self._start[2])
+        self.busy = (busy - self._start[0]) / elapsed
+        self.steal = (steal - self._start[1]) / elapsed
 
 
 # -- the run ------------------------------------------------------------------------------------
@@ -519,6 +526,7 @@ class Figures:
     rounds: list[tuple[Series, Series, float]] = field(default_factory=list)
     jobs: dict[str, tuple[int, int]] = field(default_factory=dict)
     polls_alone: list[float] = field(default_factory=list)  # ms
+    poll_cpu_ms: float = float("nan")  # the server's CPU (all threads) per poll in P
     polls_loaded: list[float] = field(default_factory=list)  # ms
     seen_alone: list[float] = field(default_factory=list)  # ms, as the polling loop read them
     seen_loaded: list[float] = field(default_factory=list)  # ms
@@ -576,7 +584,7 @@ def run(args: argparse.Namespace, work: Path, procs: list[Proc]) -> tuple[Figure
         os.sync()
         with sampler.phase("A: uploads, idle"), CpuMeter(proc.pid) as cpu, MachineMeter() as box:
             idle = run_uploads(api, apk, args.uploads, args.upload_concurrency, f"a{r}", deadline)
-        idle.server_cpu, idle.machine_busy = cpu.seconds, box.busy
+        idle.server_cpu, idle.machine_busy, idle.machine_steal = cpu.seconds, box.busy, box.steal
         log(f"A{tag}: {idle.aggregate:.0f} MB/s over {idle.wall:.1f} s; waiting for the jobs")
         with sampler.phase("A: jobs"):
             fig.jobs[f"A{tag}"] = settle(api, data, idle, deadline)
@@ -590,11 +598,13 @@ def run(args: argparse.Namespace, work: Path, procs: list[Proc]) -> tuple[Figure
             pollers = Pollers(port, key, job_ids, args.clients, args.interval).start()
             time.sleep(args.interval)  # every client has sent its first poll
             t0 = time.time()
-            with sampler.phase("P: polls alone"):
+            with sampler.phase("P: polls alone"), CpuMeter(proc.pid) as cpu:
                 time.sleep(args.idle_poll_seconds)
             t1 = time.time()
             polls = pollers.stop()
             fig.polls_alone, fig.seen_alone, fig.poll_notes["P"] = latencies_ms(polls, t0, t1)
+            answered = len(polls.window(t0, t1))
+            fig.poll_cpu_ms = 1000 * cpu.seconds / answered if answered else float("nan")
 
         # B: the same uploads under polls
         if deadline.expired:
@@ -617,7 +627,11 @@ def run(args: argparse.Namespace, work: Path, procs: list[Proc]) -> tuple[Figure
                 pollers.job_ids.append,
             )
         t1 = time.time()
-        loaded.server_cpu, loaded.machine_busy = cpu.seconds, box.busy
+        loaded.server_cpu, loaded.machine_busy, loaded.machine_steal = (
+            cpu.seconds,
+            box.busy,
+            box.steal,
+        )
         polls = pollers.stop()
         ms, seen, notes = latencies_ms(polls, t0, t1)
         fig.rounds.append((idle, loaded, percentile(ms, 99)))
@@ -723,6 +737,8 @@ def report(fig: Figures, sampler: RssSampler, args: argparse.Namespace) -> dict[
             f"{percentile(a, 50):.1f} / {percentile(a, 99):.1f} / {max(a):.1f}")  # fmt: skip
         out["polls_alone_ms"] = {"p50": percentile(a, 50), "p99": percentile(a, 99),
                                  "max": max(a), **fig.poll_notes["P"]}  # fmt: skip
+        row("P server CPU per poll (all threads), ms", f"{fig.poll_cpu_ms:.2f}")
+        out["poll_cpu_ms"] = fig.poll_cpu_ms
     if fig.rounds:
         row(f"B upload under polls: MB/s (median of {n})",
             f"{statistics.median(loaded):.0f} ({each(loaded)})")  # fmt: skip
@@ -732,16 +748,20 @@ def report(fig: Figures, sampler: RssSampler, args: argparse.Namespace) -> dict[
             row("B uploads done within the budget", "no: see the log")
         cpu = [(i.server_cpu / i.wall, b.server_cpu / b.wall) for i, b, _ in fig.rounds]
         busy = [(i.machine_busy, b.machine_busy) for i, b, _ in fig.rounds]
+        steal = [(i.machine_steal, b.machine_steal) for i, b, _ in fig.rounds]
         row("server CPU (cores) during the uploads, A / B",
             " ; ".join(f"{a:.2f} / {b:.2f}" for a, b in cpu))  # fmt: skip
         row("machine busy (all CPUs), A / B",
             " ; ".join(f"{a:.0%} / {b:.0%}" for a, b in busy))  # fmt: skip
+        row("of which stolen by the host, A / B",
+            " ; ".join(f"{a:.1%} / {b:.1%}" for a, b in steal))  # fmt: skip
         row(f"B/A upload throughput (median of {n} rounds)",
             f"{ratio_up:.2f} ({each(ratios, '.2f')})", f">= {TARGET_UPLOAD_RATIO}")  # fmt: skip
         out["rounds"] = [
             {"idle_mbps": i.aggregate, "loaded_mbps": b.aggregate, "status_p99_ms": p,
              "idle_speeds": i.speeds, "loaded_speeds": b.speeds,
-             "idle_wall": i.wall, "loaded_wall": b.wall}
+             "idle_wall": i.wall, "loaded_wall": b.wall,
+             "idle_steal": i.machine_steal, "loaded_steal": b.machine_steal}
             for i, b, p in fig.rounds
         ]  # fmt: skip
         out["jobs"] = fig.jobs

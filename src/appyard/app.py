@@ -57,7 +57,9 @@ def create_app(
             worker.stop()
 
     metrics.setup()  # this process's metrics (the CLI chose multiprocess mode before, if so)
-    app = FastAPI(title="appyard", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(
+        title="appyard", version="0.1.0", lifespan=lifespan, telemetry=metrics.FASTAPI_TELEMETRY
+    )
     app.state.services = svc
     app.state.runtime = runtime
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -245,3 +246,17 @@ def test_text_lines_name_the_context_once() -> None:
         logs.ContextFilter().filter(record)
     line = formatter.format(record)
     assert line.endswith("job.done job_id=jb_9 request_id=r-9")
+
+
+def test_text_lines_tell_the_time_as_python_does_and_never_a_secret() -> None:
+    formatter, python = logs.TextFormatter(), logging.Formatter()
+    start = time.time()
+    # the same second twice, the next one, a minute on, an hour back: each as Python writes it
+    for created in (start, start + 0.25, start + 1.0, start + 61.5, start - 3600.0):
+        record = logging.LogRecord("appyard.x", logging.INFO, __file__, 1, "key=%s",
+                                   ("ak_0123456789abcdef0123:topsecret",), None)  # fmt: skip
+        record.created, record.msecs = created, (created - int(created)) * 1000
+        assert formatter.formatTime(record) == python.formatTime(record)
+        line = formatter.format(record)
+        assert line.startswith(python.formatTime(record) + " INFO appyard.x key=")
+        assert "topsecret" not in line and "ak_0123456789abcdef0123:[REDACTED]" in line

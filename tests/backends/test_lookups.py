@@ -99,6 +99,13 @@ def test_a_kept_read_connection_sees_every_commit_and_belongs_to_one_thread(
             assert isinstance(nested, SqlUnitOfWork) and nested.conn is not uow.conn
             assert nested.tenants.get(tenant.id) == tenant
 
+    with factory.read(keep=True) as uow:  # a statement of SQLAlchemy's begins a transaction
+        assert isinstance(uow, SqlUnitOfWork)
+        assert uow.tokens.list(tenant.id) == []
+        conn = uow.conn
+    assert not conn.in_transaction()  # and the block's end ends it: no snapshot kept
+    assert read_conn() is conn or not kept_here
+
     elsewhere: list[Connection] = []
     thread = threading.Thread(target=lambda: elsewhere.append(read_conn()))
     thread.start()

@@ -41,7 +41,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from appyard import errors
+from appyard import errors, metrics
 from appyard.core import identity
 from appyard.core.context import Services
 from appyard.core.models import Actor
@@ -229,6 +229,7 @@ def mount(dialect: Dialect, svc: Services) -> ASGIApp:
         docs_url="/docs" if dialect.docs else None,
         redoc_url=None,
         openapi_url="/openapi.json",
+        telemetry=metrics.FASTAPI_TELEMETRY,
     )
     app.state.services = svc
     _install_errors(app, dialect)
@@ -416,8 +417,8 @@ class Guard:
                 MutableHeaders(scope=message)["X-Request-ID"] = rid
             await send(message)
 
-        limit = self._limit(scope)
-        if limit is not None and scope.get("method") not in ("GET", "HEAD"):
+        limit = self._limit(scope) if scope.get("method") not in ("GET", "HEAD") else None
+        if limit is not None:
             buffered = await self._bounded_body(headers, receive, limit)
             if buffered is None:
                 too_large = errors.UploadTooLarge(

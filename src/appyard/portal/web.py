@@ -41,7 +41,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from appyard import errors
+from appyard import errors, metrics
 from appyard.core import users
 from appyard.core.context import Services
 from appyard.core.models import Actor, Role, User
@@ -282,7 +282,9 @@ def environment() -> Environment:
 
 
 def create(svc: Services, *, secret: bytes, routes: list[Callable[[FastAPI], None]]) -> ASGIApp:
-    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        docs_url=None, redoc_url=None, openapi_url=None, telemetry=metrics.FASTAPI_TELEMETRY
+    )
     app.state.portal = Portal(
         svc=svc,
         env=environment(),

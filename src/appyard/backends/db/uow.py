@@ -112,6 +112,8 @@ class SqlUnitOfWork:
 
 
 class _ReadUnitOfWork(SqlUnitOfWork):
+    open = False  # inside a ``read`` block (a kept one is not lent to a nested read then)
+
     def commit(self) -> None:
         raise RuntimeError("a read-only unit of work cannot be committed")
 
@@ -184,10 +186,14 @@ class SqlUnitOfWorkFactory:
                 conn = pooled.enter_context(self.engine.connect())  # given back on leaving
                 conn.execution_options(**{READ_ONLY: True})
                 uow = _ReadUnitOfWork(conn)
-            uow.conn.begin()
+            # No BEGIN of its own: SQLAlchemy begins at the first statement it runs. On SQLite
+            # a read runs outside any transaction (engine.py), and a lookup on the cursor
+            # (rows.first) runs no statement of SQLAlchemy's: nothing to begin or roll back.
+            uow.open = True
             try:
                 yield uow
             finally:
+                uow.open = False
                 if uow.conn.in_transaction():
                     uow.conn.rollback()
 
@@ -203,7 +209,7 @@ class SqlUnitOfWorkFactory:
             conn.execution_options(**{READ_ONLY: True})
             kept = self._local.read = _ReadUnitOfWork(conn)
             self._kept_conns.append(conn)
-        return None if kept.conn.in_transaction() else kept
+        return None if kept.open else kept
 
 
 def _close_all(conns: list[Connection]) -> None:
