@@ -41,6 +41,12 @@ py-spy during phase C's status runs (raw folded stacks). Bounded: the whole run 
 ``--max-minutes`` are spent (a phase already running finishes; later ones are skipped).
 Everything it starts is stopped by PID; its temporary directory is removed (``--keep`` keeps
 it). See bench/README.md ("Load").
+
+``--uploads-elsewhere`` measures an arrangement appyard does not have yet: the uploads go to
+the blob listener of a second ``appyard serve`` on the same data directory, whose worker runs
+the build jobs, while the pollers (and the benchmark's own API calls) go to the first, which
+runs no worker. The uploads and jobs then hold a GIL of their own, apart from the event loop
+that answers the polls. Server CPU and RSS are then the first process's alone.
 """
 
 from __future__ import annotations
@@ -78,13 +84,24 @@ from _common import (
     Proc,
     RssSampler,
     free_bytes,
+    free_port,
     freed_memory_kept,
     prefault_memory,
     temp_dir,
     terminate_on_sigterm,
+    wait_http_ok,
     write_random_file,
 )
-from upload import HOST, Api, build_apk, configure_tenant, curl_put, start_granian
+from upload import (
+    HOST,
+    VENV_BIN,
+    Api,
+    build_apk,
+    configure_tenant,
+    curl_put,
+    server_env,
+    start_granian,
+)
 
 TARGET_P99_MS = 50.0
 TARGET_UPLOAD_RATIO = 0.8  # uploads under polls within 20% of idle
@@ -436,6 +453,7 @@ def run_uploads(
     tag: str,
     deadline: Deadline,
     on_ticket: Callable[[str], None] | None = None,
+    upload_port: int | None = None,
 ) -> Series:
     size = apk.stat().st_size
     series = Series()
@@ -445,7 +463,10 @@ def run_uploads(
         ticket = api.request_upload(f"load-{tag}-{i}.apk")
         if on_ticket is not None:
             on_ticket(str(ticket["job_id"]))
-        speed = curl_put(apk, ticket["upload_url"])
+        url = ticket["upload_url"]
+        if upload_port is not None:  # --uploads-elsewhere: the same signed URL, another listener
+            url = re.sub(r"^(https?://[^/]+):\d+/", rf"\g<1>:{upload_port}/", url)
+        speed = curl_put(apk, url)
         with lock:
             series.speeds.append(speed)
             series.tickets.append(ticket)
@@ -550,6 +571,22 @@ def latencies_ms(
     return ok, seen, notes
 
 
+def start_uploads_server(data: Path, tmp: Path, logs: Path) -> tuple[Proc, int]:
+    """``--uploads-elsewhere``: a second ``appyard serve`` on the same data directory (the same
+    keys, so it takes the same signed URLs) with its worker; returns it and its blob listener's
+    port. The uploads go to its listener and the builds they start run in its worker threads."""
+    port, listener = free_port(), free_port()
+    proc = Proc(
+        "appyard-uploads",
+        [str(VENV_BIN / "appyard"), "serve", "--data-dir", str(data), "--host", HOST,
+         "--port", str(port), "--download-port", str(listener)],
+        logs=logs,
+        env=server_env(data, port, tmp),
+    )  # fmt: skip
+    wait_http_ok(f"http://{HOST}:{port}/healthz", 60)
+    return proc, listener
+
+
 def run(args: argparse.Namespace, work: Path, procs: list[Proc]) -> tuple[Figures, RssSampler]:
     deadline = Deadline(args.max_minutes * 60)
     logs, data, tmp = work / "logs", work / "appyard-data", work / "tmp"
@@ -562,11 +599,17 @@ def run(args: argparse.Namespace, work: Path, procs: list[Proc]) -> tuple[Figure
     build_apk(payload, apk)
     payload.unlink()
 
-    proc, base, key = start_granian(data, tmp, logs)
+    elsewhere = {"APPYARD_RUN_WORKER": "false"} if args.uploads_elsewhere else None
+    proc, base, key = start_granian(data, tmp, logs, env_extra=elsewhere)
     procs.append(proc)
     port = int(base.rsplit(":", 1)[1])
     sampler = RssSampler(proc.pid, label="start, between phases").start()
     log(f"appyard serve {base} (pid {proc.pid}), data in {data}")
+    upload_port = None
+    if args.uploads_elsewhere:
+        second, upload_port = start_uploads_server(data, tmp, logs)
+        procs.append(second)
+        log(f"uploads and jobs: a second appyard serve (pid {second.pid}), listener {upload_port}")
     configure_tenant(data)
     api = Api(base, key)
     fig = Figures()
@@ -583,7 +626,10 @@ def run(args: argparse.Namespace, work: Path, procs: list[Proc]) -> tuple[Figure
         log(f"A{tag}: {args.uploads} uploads of {apk.stat().st_size / MB:.0f} MB, idle server")
         os.sync()
         with sampler.phase("A: uploads, idle"), CpuMeter(proc.pid) as cpu, MachineMeter() as box:
-            idle = run_uploads(api, apk, args.uploads, args.upload_concurrency, f"a{r}", deadline)
+            idle = run_uploads(
+                api, apk, args.uploads, args.upload_concurrency, f"a{r}", deadline,
+                upload_port=upload_port,
+            )  # fmt: skip
         idle.server_cpu, idle.machine_busy, idle.machine_steal = cpu.seconds, box.busy, box.steal
         log(f"A{tag}: {idle.aggregate:.0f} MB/s over {idle.wall:.1f} s; waiting for the jobs")
         with sampler.phase("A: jobs"):
@@ -625,6 +671,7 @@ def run(args: argparse.Namespace, work: Path, procs: list[Proc]) -> tuple[Figure
                 f"b{r}",
                 deadline,
                 pollers.job_ids.append,
+                upload_port=upload_port,
             )
         t1 = time.time()
         loaded.server_cpu, loaded.machine_busy, loaded.machine_steal = (
@@ -843,6 +890,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prefault-gib", type=float, default=6.0,
                         help="memory to write once before the run (bench/_common.py)")  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument(
+        "--uploads-elsewhere", action="store_true", help="uploads, jobs: a second appyard serve"
+    )
     args = parser.parse_args(argv)
     if args.uploads < 1 or args.clients < 1 or args.size_mb < 1:
         parser.error("--uploads, --clients and --size-mb must be at least 1")

@@ -335,10 +335,12 @@ def server_env(data: Path, port: int, tmp: Path) -> dict[str, str]:
     return env
 
 
-def start_granian(data: Path, tmp: Path, logs: Path) -> tuple[Proc, str, str]:
+def start_granian(
+    data: Path, tmp: Path, logs: Path, env_extra: dict[str, str] | None = None
+) -> tuple[Proc, str, str]:
     """``appyard serve``: migrates, creates the default tenant, prints its first key."""
     port = free_port()
-    env = server_env(data, port, tmp)
+    env = {**server_env(data, port, tmp), **(env_extra or {})}
     env["COLUMNS"] = "400"  # the key line must not be wrapped by rich
     proc = Proc(
         "appyard-granian",
