@@ -48,7 +48,7 @@ log = logging.getLogger("appyard.metrics")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # What every FastAPI app of appyard is given: its telemetry is these metrics and the access
 # log, so FastAPI's own OpenTelemetry instrumentation stays off rather than asking on every
-# request whether a tracer, meter or logger provider has been configured (about 5 us each).
+# request whether a tracer, meter or logger provider has been configured (3 us a request).
 FASTAPI_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 JOB_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
 ATTEMPT_BUCKETS = (1.0, 2.0, 3.0, 5.0, 10.0, 20.0)
