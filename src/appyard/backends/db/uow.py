@@ -182,10 +182,8 @@ class SqlUnitOfWorkFactory:
     def read(self, *, keep: bool = False) -> Iterator[ports.UnitOfWork]:
         with ExitStack() as pooled:
             uow = self._kept() if keep and self.reads_in_process else None
-            if uow is None:
-                conn = pooled.enter_context(self.engine.connect())  # given back on leaving
-                conn.execution_options(**{READ_ONLY: True})
-                uow = _ReadUnitOfWork(conn)
+            if uow is None:  # a pooled connection, given back on leaving
+                uow = self._reading(pooled.enter_context(self.engine.connect()))
             # No BEGIN of its own: SQLAlchemy begins at the first statement it runs. On SQLite
             # a read runs outside any transaction (engine.py), and a lookup on the cursor
             # (rows.first) runs no statement of SQLAlchemy's: nothing to begin or roll back.
@@ -200,16 +198,20 @@ class SqlUnitOfWorkFactory:
     def _kept(self) -> _ReadUnitOfWork | None:
         """This thread's kept read unit of work. On SQLite reads run outside any transaction,
         so a connection kept between them holds no lock and no snapshot; taking one from the
-        pool, beginning and giving it back cost more than the two lookups of a status poll
-        (bench/README.md, "2026-12-06, third session"). None while one of its reads is open:
-        a nested read takes a connection of its own."""
+        pool and giving it back (then with a begin and a rollback) cost more than the two
+        lookups of a status poll (bench/README.md, "2026-12-06, third session"). None while
+        one of its reads is open: a nested read takes a connection of its own."""
         kept: _ReadUnitOfWork | None = getattr(self._local, "read", None)
         if kept is None or kept.conn.closed or kept.conn.invalidated:
-            conn = self.engine.connect()
-            conn.execution_options(**{READ_ONLY: True})
-            kept = self._local.read = _ReadUnitOfWork(conn)
-            self._kept_conns.append(conn)
+            kept = self._local.read = self._reading(self.engine.connect())
+            self._kept_conns.append(kept.conn)
         return None if kept.open else kept
+
+    @staticmethod
+    def _reading(conn: Connection) -> _ReadUnitOfWork:
+        """A read unit of work on ``conn`` (its statements take no write lock: engine.py)."""
+        conn.execution_options(**{READ_ONLY: True})
+        return _ReadUnitOfWork(conn)
 
 
 def _close_all(conns: list[Connection]) -> None:
